@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the systemd-capable Debian 12 base image locally (no registry here):
+# debootstrap a minbase rootfs and `docker import` it. Reused when it exists.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+image="${1:-$DHOPS_BASE_IMAGE}"
+if docker image inspect "$image" >/dev/null 2>&1; then
+  log "base image $image present, reused"
+  exit 0
+fi
+command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
+
+# What roles and tests need on a target, baked in so converges need no network.
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,python3-cryptography,ca-certificates,curl,iproute2,procps,logrotate,openssl,sudo,less
+rootfs="$(mktemp -d /var/tmp/dhops-rootfs.XXXXXX)"
+trap 'rm -rf "$rootfs"' EXIT
+start=$(date +%s)
+log "debootstrap bookworm into $rootfs (takes about 80 s)"
+debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" \
+  "${DHOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$rootfs.log" 2>&1 \
+  || { tail -20 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
+rm -f "$rootfs.log"
+
+# Units that make no sense or hang inside a container.
+for unit in systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service \
+            sys-kernel-config.mount sys-kernel-debug.mount getty.target console-getty.service \
+            systemd-remount-fs.service apt-daily.timer apt-daily-upgrade.timer; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+# The registries are reached through a TLS proxy; its CA must be trusted inside too.
+cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+printf 'deb http://deb.debian.org/debian bookworm main\n' >"$rootfs/etc/apt/sources.list"
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+echo "dhops-base" >"$rootfs/etc/hostname"
+
+tar -C "$rootfs" -c . | docker import \
+  -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' -c 'STOPSIGNAL SIGRTMIN+3' \
+  - "$image" >/dev/null
+log "built $image in $(( $(date +%s) - start )) s"
