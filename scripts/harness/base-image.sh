@@ -12,15 +12,25 @@ fi
 command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
 
 # What roles and tests need on a target, baked in so converges need no network.
-packages=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,python3-cryptography,ca-certificates,curl,iproute2,procps,logrotate,openssl,sudo,less
+# debootstrap resolves --include dependencies poorly, so it gets only the core and apt
+# installs the rest inside the rootfs.
+core=systemd,systemd-sysv,dbus,python3,ca-certificates
+packages=(python3-venv python3-apt python3-cryptography curl iproute2 procps logrotate openssl sudo less)
+mirror="${DHOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 rootfs="$(mktemp -d /var/tmp/dhops-rootfs.XXXXXX)"
-trap 'rm -rf "$rootfs"' EXIT
+trap 'rm -rf "$rootfs"' EXIT  # the log beside it is kept on failure
 start=$(date +%s)
 log "debootstrap bookworm into $rootfs (takes about 80 s)"
-debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" \
-  "${DHOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$rootfs.log" 2>&1 \
+debootstrap --variant=minbase --include="$core" bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
   || { tail -20 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
-rm -f "$rootfs.log"
+printf 'deb %s bookworm main\n' "$mirror" >"$rootfs/etc/apt/sources.list"
+cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+chroot "$rootfs" apt-get update >>"$rootfs.log" 2>&1 \
+  || { tail -20 "$rootfs.log" >&2; die "apt-get update in the rootfs failed (log: $rootfs.log)"; }
+chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends "${packages[@]}" >>"$rootfs.log" 2>&1 \
+  || { tail -20 "$rootfs.log" >&2; die "apt-get in the rootfs failed (log: $rootfs.log)"; }
+rm -f "$rootfs.log" "$rootfs/etc/resolv.conf"
 
 # Units that make no sense or hang inside a container.
 for unit in systemd-udevd.service systemd-udev-trigger.service systemd-modules-load.service \
@@ -30,7 +40,6 @@ for unit in systemd-udevd.service systemd-udev-trigger.service systemd-modules-l
 done
 # The registries are reached through a TLS proxy; its CA must be trusted inside too.
 cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
-printf 'deb http://deb.debian.org/debian bookworm main\n' >"$rootfs/etc/apt/sources.list"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
 echo "dhops-base" >"$rootfs/etc/hostname"
 
