@@ -1,0 +1,340 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: deephaven_property
+short_description: Set or remove one key in one scope block of a Deephaven property file
+version_added: 0.1.0
+description:
+  - Edits a Deephaven C(.prop) file (Java properties plus C(includefiles), C(final)/C(finalize)
+    and C([scope] { ... }) blocks) the way an operator would by hand, changing only the line
+    of the one key and keeping every other byte of the file.
+  - With O(scope) the key is set inside the block whose scope text equals O(scope); whitespace
+    around C(=), C(,) and C(|) is ignored when comparing. When several blocks match, the last
+    assignment of the key in them is edited; a new key goes to the end of the last matching
+    block; when there is no matching block, one is appended at the end of the file. Without
+    O(scope) or O(scope_path) the key is edited at the top level (new keys go to the end of the
+    file).
+  - O(scope) only matches blocks at the top level of the file. Use O(scope_path) for a block
+    nested inside other blocks.
+  - "Finals: a change (or removal) is refused, naming the key, when a C(final key=...) line or a
+    C(finalize) pattern (C(*) wildcards) for the key applies to processes that also read the
+    edited scope: at the top level, in the edited block, in a block enclosing it or in a block
+    nested inside it, anywhere in the file. Deephaven itself only rejects assignments after the
+    lock; this module is stricter so that automation never changes a value someone locked.
+    Finals in unrelated scopes (for example C([process.name=a]) when editing
+    C([service.name=b])) only produce a warning."
+  - With O(check_includes=true) the files named on the C(includefiles=) line are read as
+    well, relative to the directory of O(path) (absolute names as they are), recursively, and
+    their finals are applied by the same rule. An included file that does not exist on disk
+    (Deephaven may load it from the classpath or the configuration server) only produces a
+    warning, as does one that cannot be parsed.
+  - A malformed file (unclosed block, C({) without a scope declaration, C(}) without a block,
+    C(includefiles) not on the first statement line, C(final) used as a key, a bad
+    C(\\u) escape) makes the module fail without writing anything.
+  - Values are written escaped so that Deephaven reads back exactly O(value)
+    (C(\\) as C(\\\\), newlines as C(\\n)). Continuation lines of an edited value are joined.
+  - On systems where the configuration server (etcd) is authoritative, files under
+    C(/etc/sysconfig/illumon.d/resources) are only for reference; export with
+    C(dhconfig properties export), edit with this module, then C(dhconfig properties import).
+author:
+  - dhops.envoy maintainers
+options:
+  path:
+    description:
+      - The Deephaven property file to edit.
+    type: path
+    required: true
+    aliases: [dest]
+  scope:
+    description:
+      - Scope text of the top-level block to edit, for example C(service.name=web_api_service).
+        Surrounding brackets are optional. Omit for the top level.
+      - Mutually exclusive with O(scope_path).
+    type: str
+  scope_path:
+    description:
+      - Scope texts of nested blocks, outermost first, for example
+        C([process.name=abcd, testproperty=A]). Missing inner blocks are created inside the
+        last existing outer block.
+    type: list
+    elements: str
+  key:
+    description:
+      - Property name. Must not contain whitespace, C(=), C(:) or C(\\), and must not be
+        C(final), C(finalize) or C(includefiles).
+    type: str
+    required: true
+  value:
+    description:
+      - Value to set. Required when O(state=present).
+      - Booleans are written as C(true)/C(false) (what Java expects), numbers as their text.
+      - Must not start with whitespace (Deephaven strips it); trailing whitespace is kept.
+    type: raw
+  state:
+    description:
+      - V(present) sets the key in the scope; V(absent) removes every assignment of the key
+        made directly in that scope (other scopes are untouched).
+    type: str
+    choices: [present, absent]
+    default: present
+  backup:
+    description:
+      - Keep a timestamped copy of the file before changing it.
+    type: bool
+    default: false
+  create:
+    description:
+      - Create the file when it does not exist. Otherwise a missing file is an error.
+    type: bool
+    default: false
+  check_includes:
+    description:
+      - Also look for finals in the files named by C(includefiles).
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the file would change, and the diff, without writing it.
+  diff_mode:
+    support: full
+    description: Shows the whole file before and after.
+notes:
+  - Reads and writes the file as UTF-8; bytes that are not valid UTF-8 are kept as they are.
+  - A later assignment of the same key at the top level or in an enclosing block wins over the
+    edited one in Deephaven; the module warns when it sees one.
+seealso:
+  - name: Deephaven properties file format
+    description: The grammar this module follows.
+    link: https://deephaven.io/enterprise/docs/sys-admin/configuration/deephaven-properties-files
+"""
+
+EXAMPLES = r"""
+- name: Point web_api_service at the Envoy front proxy
+  dhops.envoy.deephaven_property:
+    path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+    scope: service.name=web_api_service
+    key: envoy.front.proxy.url
+    value: envoy.example.com:8443
+    backup: true
+
+- name: Terminate TLS in Envoy (booleans are written as true/false)
+  dhops.envoy.deephaven_property:
+    path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+    scope: service.name=web_api_service
+    key: envoy.terminate.ssl
+    value: true
+
+- name: Remove a top-level key
+  dhops.envoy.deephaven_property:
+    path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+    key: old.setting
+    state: absent
+
+- name: Set a key in a nested block
+  dhops.envoy.deephaven_property:
+    path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+    scope_path:
+      - process.name=query_server
+      - host=worker1
+    key: RemoteQueryDispatcher.maxHeap
+    value: 64000
+"""
+
+RETURN = r"""
+path:
+  description: The file that was edited.
+  returned: always
+  type: str
+  sample: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+key:
+  description: The property name.
+  returned: always
+  type: str
+  sample: envoy.front.proxy.url
+scope_path:
+  description: The scope texts of the edited block, outermost first; empty for the top level.
+  returned: always
+  type: list
+  elements: str
+  sample: [service.name=web_api_service]
+value:
+  description: The value as written to the file (before escaping); null when O(state=absent).
+  returned: always
+  type: str
+  sample: envoy.example.com:8443
+previous_value:
+  description: The value the key had in that scope before; null when it was not set there.
+  returned: always
+  type: str
+  sample: old-envoy:8443
+line:
+  description: Line number of the key after the edit; null when absent.
+  returned: always
+  type: int
+  sample: 42
+backup_file:
+  description: The backup copy, when O(backup=true) and the file changed.
+  returned: changed and backup requested
+  type: str
+  sample: /etc/sysconfig/illumon.d/resources/iris-environment.prop.12345.2026-01-01@10:00:00~
+msg:
+  description: What happened, in words.
+  returned: always
+  type: str
+  sample: set envoy.front.proxy.url in [service.name=web_api_service]
+"""
+
+# Ansible modules keep their imports below the documentation blocks.
+import os  # noqa: E402
+import tempfile  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.common.text.converters import to_native  # noqa: E402
+from ansible_collections.dhops.envoy.plugins.module_utils.deephaven_props import (  # noqa: E402
+    EditError,
+    PropertyFile,
+    PropertyFileError,
+)
+from ansible_collections.dhops.envoy.plugins.module_utils.deephaven_props_edit import (  # noqa: E402
+    included_finals,
+    remove_property,
+    set_property,
+)
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+
+def read_text(path):
+    """File text, or None when it does not exist."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as handle:
+        return handle.read().decode(ENCODING, ERRORS)
+
+
+def write_text(module, path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".deephaven_property.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode(ENCODING, ERRORS))
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def as_property_text(module, value):
+    """Deephaven values are strings; write booleans the way Java spells them."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    module.fail_json(
+        msg="value for key '%s' must be a string, number or boolean, got %s"
+        % (module.params["key"], type(value).__name__)
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True, aliases=["dest"]),
+            scope=dict(type="str"),
+            scope_path=dict(type="list", elements="str"),
+            key=dict(type="str", required=True, no_log=False),
+            value=dict(type="raw"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            backup=dict(type="bool", default=False),
+            create=dict(type="bool", default=False),
+            check_includes=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[("scope", "scope_path")],
+        required_if=[("state", "present", ["value"])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    path = params["path"]
+    key = params["key"]
+    value = as_property_text(module, params["value"])
+    texts = [params["scope"]] if params["scope"] else list(params["scope_path"] or [])
+
+    if os.path.isdir(path):
+        module.fail_json(msg="%s is a directory, not a Deephaven property file" % path)
+    content = read_text(path)
+    if content is None:
+        if not params["create"]:
+            module.fail_json(
+                msg="Deephaven property file %s does not exist (set create=true to create it)"
+                % path
+            )
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            module.fail_json(msg="cannot create %s: its directory does not exist" % path)
+        content = ""
+
+    try:
+        external = []
+        warnings = []
+        if params["check_includes"]:
+            external, warnings = included_finals(path, PropertyFile(content, path), read_text)
+        if params["state"] == "present":
+            result = set_property(content, path, key, value, texts, external)
+        else:
+            result = remove_property(content, path, key, texts, external)
+    except PropertyFileError as exc:
+        module.fail_json(
+            msg="malformed Deephaven property file, nothing written: %s" % to_native(exc)
+        )
+    except EditError as exc:
+        module.fail_json(msg="%s (nothing written)" % to_native(exc))
+
+    for warning in warnings + result.warnings:
+        module.warn(warning)
+
+    where = " > ".join("[%s]" % t for t in texts) if texts else "the top level"
+    if not result.changed:
+        msg = "%s already %s in %s" % (
+            key,
+            "set" if params["state"] == "present" else "absent",
+            where,
+        )
+    elif params["state"] == "present":
+        msg = "set %s in %s" % (key, where)
+    else:
+        msg = "removed %s from %s" % (key, where)
+
+    backup_file = None
+    if result.changed and not module.check_mode:
+        if params["backup"] and os.path.exists(path):
+            backup_file = module.backup_local(path)
+        write_text(module, path, result.content)
+
+    out = dict(
+        changed=result.changed,
+        path=path,
+        key=key,
+        scope_path=texts,
+        value=value if params["state"] == "present" else None,
+        previous_value=result.previous,
+        line=result.line,
+        msg=msg,
+        diff=dict(before_header=path, after_header=path, before=content, after=result.content),
+    )
+    if backup_file:
+        out["backup_file"] = backup_file
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
