@@ -44,6 +44,6 @@ rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
 echo "dhops-base" >"$rootfs/etc/hostname"
 
 tar -C "$rootfs" -c . | docker import \
-  -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' -c 'STOPSIGNAL SIGRTMIN+3' \
+  -c 'CMD ["/sbin/init"]' -c 'ENV container=docker' \
   - "$image" >/dev/null
 log "built $image in $(( $(date +%s) - start )) s"
