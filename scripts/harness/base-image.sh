@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 image="${1:-$DHOPS_BASE_IMAGE}"
+suite="${2:-${DHOPS_BASE_SUITE:-bookworm}}"
 if docker image inspect "$image" >/dev/null 2>&1; then
   log "base image $image present, reused"
   exit 0
@@ -20,10 +21,10 @@ mirror="${DHOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 rootfs="$(mktemp -d /var/tmp/dhops-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT  # the log beside it is kept on failure
 start=$(date +%s)
-log "debootstrap bookworm into $rootfs (takes about 80 s)"
-debootstrap --variant=minbase --include="$core" bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+log "debootstrap $suite into $rootfs (takes about 80 s)"
+debootstrap --variant=minbase --include="$core" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
   || { tail -20 "$rootfs.log" >&2; die "debootstrap failed (log: $rootfs.log)"; }
-printf 'deb %s bookworm main\n' "$mirror" >"$rootfs/etc/apt/sources.list"
+printf 'deb %s %s main\n' "$mirror" "$suite" >"$rootfs/etc/apt/sources.list"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 chroot "$rootfs" apt-get update >>"$rootfs.log" 2>&1 \
   || { tail -20 "$rootfs.log" >&2; die "apt-get update in the rootfs failed (log: $rootfs.log)"; }
