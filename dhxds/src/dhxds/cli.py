@@ -1,0 +1,136 @@
+"""Command line: `dhxds serve` and `dhxds workers list|get|add|remove` (over the HTTP API)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .client import ApiClient, ApiError
+from .config import Config, ConfigError, load_config, read_token, split_listen
+from .model import UPSTREAM_PROTOCOLS
+from .registry import RegistryError
+
+DEFAULT_CONFIG = "/etc/dhxds/config.yml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dhxds", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dhxds {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the xDS server and the registration API")
+    serve.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"YAML file (default {DEFAULT_CONFIG})"
+    )
+    serve.add_argument("--check", action="store_true", help="validate the config and exit")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="read api.listen and api.token_file from this file")
+    common.add_argument(
+        "--api-url", help="default: $DHXDS_API_URL, else from --config, else http://127.0.0.1:8125"
+    )
+    common.add_argument(
+        "--token-file", help="default: $DHXDS_TOKEN_FILE, else api.token_file of --config"
+    )
+
+    workers = sub.add_parser("workers", help="list, add or remove workers").add_subparsers(
+        dest="action", required=True
+    )
+    ls = workers.add_parser("list", parents=[common], help="list registered workers")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    get = workers.add_parser("get", parents=[common], help="show one worker as JSON")
+    get.add_argument("id")
+    add = workers.add_parser("add", parents=[common], help="register (or replace) a worker")
+    add.add_argument("id")
+    add.add_argument("--host", required=True)
+    add.add_argument("--port", required=True, type=int)
+    add.add_argument("--envoy-prefix", help="default /worker/<id>")
+    add.add_argument(
+        "--no-strip-prefix", action="store_true", help="forward /worker/<id>/... unchanged"
+    )
+    add.add_argument("--upstream-protocol", choices=UPSTREAM_PROTOCOLS)
+    add.add_argument("--tls", action="store_true", help="connect to the worker with TLS")
+    add.add_argument("--tls-sni")
+    rm = workers.add_parser("remove", parents=[common], help="deregister a worker")
+    rm.add_argument("id")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    config = load_config(args.config) if args.config else None
+    url = args.api_url or os.environ.get("DHXDS_API_URL")
+    if not url:
+        host, port = split_listen((config or Config()).api_listen, "api.listen")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a listen address
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    token_file = (
+        args.token_file or os.environ.get("DHXDS_TOKEN_FILE") or (config or Config()).token_file
+    )
+    return ApiClient(url, read_token(token_file))
+
+
+def _workers(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "list":
+        workers = client.request("GET", "/v1/workers")["workers"]
+        if args.json:
+            print(json.dumps(workers, indent=2))
+            return 0
+        print(f"{'ID':<24} {'UPSTREAM':<28} {'ENVOY_PREFIX':<32} FLAGS")
+        for w in workers:
+            flags = [w["upstream_protocol"]] + ["tls"] * w["tls"] + ["static"] * w["static"]
+            flags += [] if w["strip_prefix"] else ["no-strip"]
+            upstream = f"{w['host']}:{w['port']}"
+            print(f"{w['id']:<24} {upstream:<28} {w['envoy_prefix']:<32} {','.join(flags)}")
+        return 0
+    if args.action == "get":
+        print(json.dumps(client.request("GET", f"/v1/workers/{args.id}"), indent=2))
+        return 0
+    if args.action == "remove":
+        client.request("DELETE", f"/v1/workers/{args.id}")
+        print(f"removed {args.id}")
+        return 0
+    body: dict[str, object] = {"host": args.host, "port": args.port}
+    if args.envoy_prefix:
+        body["envoy_prefix"] = args.envoy_prefix
+    if args.no_strip_prefix:
+        body["strip_prefix"] = False
+    if args.upstream_protocol:
+        body["upstream_protocol"] = args.upstream_protocol
+    if args.tls:
+        body["tls"] = True
+    if args.tls_sni:
+        body["tls_sni"] = args.tls_sni
+    worker = client.request("PUT", f"/v1/workers/{args.id}", body)
+    print(
+        f"registered {worker['id']} -> {worker['host']}:{worker['port']} ({worker['envoy_prefix']})"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            config = load_config(args.config)
+            if args.check:
+                read_token(config.token_file)
+                print(f"{args.config}: OK")
+                return 0
+            from .daemon import serve  # grpc and aiohttp only for the daemon
+
+            serve(config)
+            return 0
+        return _workers(args)
+    except ConfigError as exc:
+        print(f"dhxds: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"dhxds: {exc}", file=sys.stderr)
+        return 1
+    except (RegistryError, OSError) as exc:
+        print(f"dhxds: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,164 @@
+"""YAML configuration: loading, defaults and validation with messages that name the key."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model import Upstream, ValidationError, Worker, validate_host, validate_port
+
+# key -> allowed sub-keys (None: a scalar or list)
+SCHEMA: dict[str, set[str] | None] = {
+    "xds": {"listen"},
+    "api": {"listen", "token_file", "metrics_require_token"},
+    "state": {"path"},
+    "route_config_name": None,
+    "web_api_service": {"host", "port", "upstream_protocol", "tls", "tls_sni"},
+    "static_workers": None,
+    "log_level": None,
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    xds_listen: str = "127.0.0.1:8124"
+    api_listen: str = "127.0.0.1:8125"
+    token_file: str = "/etc/dhxds/api-token"  # noqa: S105 - a path, not a secret
+    metrics_require_token: bool = True
+    state_path: str = "/var/lib/dhxds/workers.json"
+    route_config_name: str = "rds_config"
+    web_api_service: Upstream = field(default_factory=lambda: Upstream("127.0.0.1", 8123))
+    static_workers: tuple[Worker, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelName(self.log_level)
+
+
+def split_listen(value: object, key: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{key} must be 'host:port', got {value!r}")
+    host, _, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        validate_host(host, key)
+        validate_port(int(port) if port.isdigit() else port, key)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    return host, int(port)
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a mapping")
+    unknown = sorted(set(value) - (SCHEMA[key] or set()))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {key}: {', '.join(unknown)}")
+    return value
+
+
+def _string(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value
+
+
+def parse_config(data: object) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a YAML mapping")
+    unknown = sorted(set(data) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s): {', '.join(map(str, unknown))} (known: {', '.join(SCHEMA)})"
+        )
+    defaults = Config()
+    xds, api, state = (_section(data, k) for k in ("xds", "api", "state"))
+    values: dict[str, Any] = {
+        "xds_listen": xds.get("listen", defaults.xds_listen),
+        "api_listen": api.get("listen", defaults.api_listen),
+        "token_file": _string(api.get("token_file", defaults.token_file), "api.token_file"),
+        "state_path": _string(state.get("path", defaults.state_path), "state.path"),
+        "route_config_name": _string(
+            data.get("route_config_name", defaults.route_config_name), "route_config_name"
+        ),
+        "log_level": str(data.get("log_level", defaults.log_level)).upper(),
+    }
+    split_listen(values["xds_listen"], "xds.listen")
+    split_listen(values["api_listen"], "api.listen")
+    metrics_token = api.get("metrics_require_token", True)
+    if not isinstance(metrics_token, bool):
+        raise ConfigError("api.metrics_require_token must be true or false")
+    values["metrics_require_token"] = metrics_token
+    if values["log_level"] not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if "web_api_service" in data:
+        _section(data, "web_api_service")
+        try:
+            values["web_api_service"] = Upstream.from_dict(
+                data["web_api_service"], "web_api_service"
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"web_api_service: {exc}") from exc
+    values["static_workers"] = _static_workers(data.get("static_workers", []))
+    return Config(**values)
+
+
+def _static_workers(items: object) -> tuple[Worker, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("static_workers must be a list of workers")
+    workers: dict[str, Worker] = {}
+    prefixes: dict[str, str] = {}
+    for index, item in enumerate(items):
+        try:
+            worker = Worker.from_dict(item, static=True)
+        except ValidationError as exc:
+            raise ConfigError(f"static_workers[{index}]: {exc}") from exc
+        if worker.id in workers:
+            raise ConfigError(f"static_workers[{index}]: duplicate id {worker.id}")
+        if worker.envoy_prefix in prefixes:
+            raise ConfigError(
+                f"static_workers[{index}]: envoy_prefix {worker.envoy_prefix} is already "
+                f"used by {prefixes[worker.envoy_prefix]}"
+            )
+        workers[worker.id] = worker
+        prefixes[worker.envoy_prefix] = worker.id
+    return tuple(workers.values())
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read api.token_file {path}: {exc.strerror}") from exc
+    if not token:
+        raise ConfigError(f"api.token_file {path} is empty")
+    return token

@@ -1,0 +1,191 @@
+"""Immutable snapshots of encoded resources, one per registry state, with content-hash versions.
+
+A snapshot encodes lazily per type URL, so v2 resources are only built while a v2 client is
+connected. Encoders keep each worker's encoded cluster and routes across snapshots: one
+registration re-encodes one worker, not all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.api.v2 import route_pb2 as route_v2
+from envoy.api.v2.route import route_components_pb2 as rc_v2
+from envoy.config.route.v3 import route_components_pb2 as rc_v3
+from envoy.config.route.v3 import route_pb2 as route_v3
+from google.protobuf import any_pb2
+
+from . import resources as v3
+from . import resources_v2 as v2
+from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
+from .resources import RegistryState
+
+CDS, RDS = "cds", "rds"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One resource as sent: packed, with a digest of its bytes and the clusters it uses."""
+
+    name: str
+    any: any_pb2.Any
+    digest: str
+    refs: frozenset[str] = frozenset()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def version_of(resources: Iterable[Encoded]) -> str:
+    """Deterministic version of a response: replicas with equal state agree on it."""
+    h = hashlib.blake2b(digest_size=8)
+    for res in sorted(resources, key=lambda r: r.name):
+        h.update(f"{res.name}\0{res.digest}\n".encode())
+    return h.hexdigest()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """Protobuf wire encoding of one length-delimited field (tag, length, bytes)."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _pack(type_url: str, payload: bytes) -> any_pb2.Any:
+    return any_pb2.Any(type_url=type_url, value=payload)
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One resource API version: its type URLs and builders."""
+
+    api: str
+    cluster_type: str
+    route_type: str
+    build_cluster: Callable[..., Any]
+    worker_routes: Callable[[Worker], Any]
+    default_route: Callable[[], Any]
+    route_config: type
+    virtual_host: type
+
+
+V3 = Flavour(
+    "v3",
+    v3.CLUSTER_TYPE,
+    v3.ROUTE_TYPE,
+    v3.build_cluster,
+    v3.worker_routes,
+    v3.default_route,
+    route_v3.RouteConfiguration,
+    rc_v3.VirtualHost,
+)
+V2 = Flavour(
+    "v2",
+    v2.CLUSTER_TYPE,
+    v2.ROUTE_TYPE,
+    v2.build_cluster,
+    v2.worker_routes,
+    v2.default_route,
+    route_v2.RouteConfiguration,
+    rc_v2.VirtualHost,
+)
+# type URL -> (flavour, cds|rds)
+TYPES: dict[str, tuple[Flavour, str]] = {f.cluster_type: (f, CDS) for f in (V3, V2)} | {
+    f.route_type: (f, RDS) for f in (V3, V2)
+}
+
+# RouteConfiguration.virtual_hosts and VirtualHost.routes: the same numbers in v2 and v3.
+_VIRTUAL_HOSTS_FIELD = 2
+_ROUTES_FIELD = 3
+
+
+class Encoder:
+    """Encodes one flavour; remembers per-worker results of the previous state."""
+
+    def __init__(self, flavour: Flavour) -> None:
+        self.flavour = flavour
+        self._clusters: dict[Any, Encoded] = {}
+        self._routes: dict[Worker, bytes] = {}
+
+    def _cluster(self, name: str, upstream: Upstream, stat_name: str | None) -> Encoded:
+        msg = self.flavour.build_cluster(name, upstream, stat_name)
+        payload = msg.SerializeToString(deterministic=True)
+        return Encoded(name, _pack(self.flavour.cluster_type, payload), digest(payload))
+
+    def clusters(self, state: RegistryState) -> dict[str, Encoded]:
+        cache, fresh = self._clusters, {}
+        key = ("web_api", state.web_api)
+        fresh[key] = cache.get(key) or self._cluster(WEB_API_CLUSTER, state.web_api, None)
+        for worker in state.workers:
+            name = cluster_name(worker.id)
+            fresh[worker] = cache.get(worker) or self._cluster(
+                name, worker, v3.worker_stat_name(worker.id)
+            )
+        self._clusters = fresh
+        return {enc.name: enc for enc in fresh.values()}
+
+    def _worker_route_bytes(self, worker: Worker) -> bytes:
+        # A VirtualHost with only `routes` set serialises to exactly its repeated route fields.
+        return self.flavour.worker_routes(worker).SerializeToString(deterministic=True)
+
+    def route_configs(self, state: RegistryState) -> dict[str, Encoded]:
+        # The RouteConfiguration is assembled from per-worker encoded routes: concatenating
+        # repeated fields is valid protobuf and avoids re-serialising every route per change.
+        cache, fresh = self._routes, {}
+        for worker in state.workers:
+            fresh[worker] = cache.get(worker) or self._worker_route_bytes(worker)
+        self._routes = fresh
+        head = self.flavour.virtual_host(name=v3.VIRTUAL_HOST, domains=["*"])
+        default = self.flavour.default_route().SerializeToString(deterministic=True)
+        vhost = b"".join(
+            [
+                head.SerializeToString(deterministic=True),
+                *fresh.values(),
+                _field(_ROUTES_FIELD, default),
+            ]
+        )
+        config = self.flavour.route_config(name=state.route_config_name)
+        payload = config.SerializeToString(deterministic=True) + _field(_VIRTUAL_HOSTS_FIELD, vhost)
+        refs = frozenset([WEB_API_CLUSTER, *(cluster_name(w.id) for w in state.workers)])
+        name = state.route_config_name
+        return {name: Encoded(name, _pack(self.flavour.route_type, payload), digest(payload), refs)}
+
+
+class Snapshot:
+    """Resources of one registry state. `created` lets metrics time change -> ACK."""
+
+    def __init__(self, state: RegistryState, encoders: dict[str, Encoder]) -> None:
+        self.state = state
+        self.created = time.monotonic()
+        self._encoders = encoders
+        self._by_type: dict[str, dict[str, Encoded]] = {}
+
+    def resources(self, type_url: str) -> dict[str, Encoded]:
+        """All resources of a known type URL, by name (built on first use)."""
+        if type_url not in self._by_type:
+            flavour, kind = TYPES[type_url]
+            encoder = self._encoders[flavour.api]
+            built = (
+                encoder.clusters(self.state) if kind == CDS else encoder.route_configs(self.state)
+            )
+            self._by_type[type_url] = built
+        return self._by_type[type_url]
+
+
+def new_encoders() -> dict[str, Encoder]:
+    return {V3.api: Encoder(V3), V2.api: Encoder(V2)}
