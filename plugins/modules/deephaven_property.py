@@ -69,14 +69,21 @@ options:
     description:
       - Property name. Must not contain whitespace, C(=), C(:) or C(\\), and must not be
         C(final), C(finalize) or C(includefiles).
+      - One of O(key) or O(properties) is required.
     type: str
-    required: true
   value:
     description:
       - Value to set. Required when O(state=present).
       - Booleans are written as C(true)/C(false) (what Java expects), numbers as their text.
       - Must not start with whitespace (Deephaven strips it); trailing whitespace is kept.
     type: raw
+  properties:
+    description:
+      - "Several C(key: value) pairs for the same scope, applied in order in one write (one
+        backup, one diff). Each pair follows the rules of O(key) and O(value). With
+        O(state=absent) only the keys matter."
+      - Mutually exclusive with O(key) and O(value).
+    type: dict
   state:
     description:
       - V(present) sets the key in the scope; V(absent) removes every assignment of the key
@@ -132,6 +139,14 @@ EXAMPLES = r"""
     key: envoy.terminate.ssl
     value: true
 
+- name: Set several keys in one write
+  dhops.envoy.deephaven_property:
+    path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
+    scope: service.name=web_api_service
+    properties:
+      envoy.front.proxy.url: envoy.example.com:8443
+      envoy.xds.port: 8124
+
 - name: Remove a top-level key
   dhops.envoy.deephaven_property:
     path: /etc/sysconfig/illumon.d/resources/iris-environment.prop
@@ -155,7 +170,7 @@ path:
   type: str
   sample: /etc/sysconfig/illumon.d/resources/iris-environment.prop
 key:
-  description: The property name.
+  description: The property name (the last one with O(properties)).
   returned: always
   type: str
   sample: envoy.front.proxy.url
@@ -180,6 +195,13 @@ line:
   returned: always
   type: int
   sample: 42
+changes:
+  description: One entry per key, in order, with what happened to it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"key": "envoy.xds.port", "value": "8124", "previous_value": null,
+            "changed": true, "line": 12}]
 backup_file:
   description: The backup copy, when O(backup=true) and the file changed.
   returned: changed and backup requested
@@ -233,7 +255,7 @@ def write_text(module, path, text):
             os.unlink(tmp)
 
 
-def as_property_text(module, value):
+def as_property_text(module, key, value):
     """Deephaven values are strings; write booleans the way Java spells them."""
     if value is None or isinstance(value, str):
         return value
@@ -243,8 +265,23 @@ def as_property_text(module, value):
         return str(value)
     module.fail_json(
         msg="value for key '%s' must be a string, number or boolean, got %s"
-        % (module.params["key"], type(value).__name__)
+        % (key, type(value).__name__)
     )
+
+
+def requested_pairs(module):
+    params = module.params
+    if params["properties"] is not None:
+        if not params["properties"]:
+            module.fail_json(msg="properties must name at least one key")
+        pairs = list(params["properties"].items())
+    else:
+        pairs = [(params["key"], params["value"])]
+    if params["state"] == "present":
+        for key, value in pairs:
+            if value is None:
+                module.fail_json(msg="key '%s' needs a value when state=present" % key)
+    return [(key, as_property_text(module, key, value)) for key, value in pairs]
 
 
 def main():
@@ -253,27 +290,32 @@ def main():
             path=dict(type="path", required=True, aliases=["dest"]),
             scope=dict(type="str"),
             scope_path=dict(type="list", elements="str"),
-            key=dict(type="str", required=True, no_log=False),
+            key=dict(type="str", no_log=False),
             value=dict(type="raw"),
+            properties=dict(type="dict"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             backup=dict(type="bool", default=False),
             create=dict(type="bool", default=False),
             check_includes=dict(type="bool", default=True),
         ),
-        mutually_exclusive=[("scope", "scope_path")],
-        required_if=[("state", "present", ["value"])],
+        mutually_exclusive=[
+            ("scope", "scope_path"),
+            ("key", "properties"),
+            ("value", "properties"),
+        ],
+        required_one_of=[("key", "properties")],
         supports_check_mode=True,
     )
     params = module.params
     path = params["path"]
-    key = params["key"]
-    value = as_property_text(module, params["value"])
+    present = params["state"] == "present"
+    pairs = requested_pairs(module)
     texts = [params["scope"]] if params["scope"] else list(params["scope_path"] or [])
 
     if os.path.isdir(path):
         module.fail_json(msg="%s is a directory, not a Deephaven property file" % path)
-    content = read_text(path)
-    if content is None:
+    original = read_text(path)
+    if original is None:
         if not params["create"]:
             module.fail_json(
                 msg="Deephaven property file %s does not exist (set create=true to create it)"
@@ -281,17 +323,31 @@ def main():
             )
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             module.fail_json(msg="cannot create %s: its directory does not exist" % path)
-        content = ""
+        original = ""
 
+    content = original
+    changes = []
+    warnings = []
     try:
         external = []
-        warnings = []
         if params["check_includes"]:
             external, warnings = included_finals(path, PropertyFile(content, path), read_text)
-        if params["state"] == "present":
-            result = set_property(content, path, key, value, texts, external)
-        else:
-            result = remove_property(content, path, key, texts, external)
+        for key, value in pairs:
+            if present:
+                result = set_property(content, path, key, value, texts, external)
+            else:
+                result = remove_property(content, path, key, texts, external)
+            content = result.content
+            warnings.extend(result.warnings)
+            changes.append(
+                dict(
+                    key=key,
+                    value=value if present else None,
+                    previous_value=result.previous,
+                    changed=result.changed,
+                    line=result.line,
+                )
+            )
     except PropertyFileError as exc:
         module.fail_json(
             msg="malformed Deephaven property file, nothing written: %s" % to_native(exc)
@@ -299,37 +355,38 @@ def main():
     except EditError as exc:
         module.fail_json(msg="%s (nothing written)" % to_native(exc))
 
-    for warning in warnings + result.warnings:
+    for warning in warnings:
         module.warn(warning)
 
+    changed = content != original
     where = " > ".join("[%s]" % t for t in texts) if texts else "the top level"
-    if not result.changed:
-        msg = "%s already %s in %s" % (
-            key,
-            "set" if params["state"] == "present" else "absent",
-            where,
-        )
-    elif params["state"] == "present":
-        msg = "set %s in %s" % (key, where)
+    touched = ", ".join(c["key"] for c in changes if c["changed"])
+    if not changed:
+        done = "set" if present else "absent"
+        msg = "%s already %s in %s" % (", ".join(k for k, _v in pairs), done, where)
+    elif present:
+        msg = "set %s in %s" % (touched, where)
     else:
-        msg = "removed %s from %s" % (key, where)
+        msg = "removed %s from %s" % (touched, where)
 
     backup_file = None
-    if result.changed and not module.check_mode:
+    if changed and not module.check_mode:
         if params["backup"] and os.path.exists(path):
             backup_file = module.backup_local(path)
-        write_text(module, path, result.content)
+        write_text(module, path, content)
 
+    last = changes[-1]
     out = dict(
-        changed=result.changed,
+        changed=changed,
         path=path,
-        key=key,
+        key=last["key"],
         scope_path=texts,
-        value=value if params["state"] == "present" else None,
-        previous_value=result.previous,
-        line=result.line,
+        value=last["value"],
+        previous_value=last["previous_value"],
+        line=last["line"],
+        changes=changes,
         msg=msg,
-        diff=dict(before_header=path, after_header=path, before=content, after=result.content),
+        diff=dict(before_header=path, after_header=path, before=original, after=content),
     )
     if backup_file:
         out["backup_file"] = backup_file
