@@ -53,7 +53,9 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
         except Exception as exc:  # the thing polled is not up yet
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
@@ -365,12 +367,30 @@ class Envoy:
         return requests.get(self.url + path, timeout=5, **kw)
 
     def stat(self, name: str) -> int:
-        text = requests.get(f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=5).text
+        text = requests.get(
+            f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=5
+        ).text
         for line in text.splitlines():
             key, _, value = line.partition(": ")
             if key == name:
                 return int(value)
         return 0
+
+    def connected(self) -> bool:
+        """Every xDS subscription (ADS, or CDS and RDS streams) reports a live control plane."""
+        text = requests.get(
+            f"http://{HOST}:{self.admin_port}/stats?filter=control_plane.connected_state$",
+            timeout=5,
+        ).text
+        values = [line.rpartition(": ")[2] for line in text.splitlines() if line]
+        return bool(values) and all(v == "1" for v in values)
+
+    def clusters(self) -> set[str]:
+        """Names of the clusters Envoy currently has (static and from CDS)."""
+        data = requests.get(
+            f"http://{HOST}:{self.admin_port}/clusters?format=json", timeout=5
+        ).json()
+        return {c["name"] for c in data.get("cluster_statuses", [])}
 
     def backend_of(self, path: str, **kw) -> str | None:
         """Which backend answered `path` (None for a non-JSON or non-200 answer)."""
@@ -378,3 +398,73 @@ class Envoy:
         if resp.status_code != 200:
             return None
         return resp.json().get("backend")
+
+
+# --- a raw xDS client (for protocol-level tests, e.g. v2 which no Envoy here speaks) -----------
+class XdsClient:
+    """One xDS stream: send DiscoveryRequests, receive DiscoveryResponses with a timeout."""
+
+    def __init__(self, port: int, path: str) -> None:
+        import queue
+
+        # A v2 client speaks with the v2 message classes, as Envoy 1.12 would.
+        if path.startswith(("/envoy.api.v2.", "/envoy.service.discovery.v2.")):
+            from envoy.api.v2 import discovery_pb2
+        else:
+            from envoy.service.discovery.v3 import discovery_pb2
+
+        self.pb = discovery_pb2
+        self.channel = grpc.insecure_channel(f"{HOST}:{port}")
+        self._out: queue.Queue = queue.Queue()
+        self._in: queue.Queue = queue.Queue()
+        call = self.channel.stream_stream(
+            path,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )
+        self._responses = call(iter(self._out.get, None))
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        try:
+            for response in self._responses:
+                self._in.put(response)
+        except grpc.RpcError as exc:
+            self._in.put(exc)
+
+    def send(self, **fields) -> None:
+        self._out.put(self.pb.DiscoveryRequest(**fields))
+
+    def recv(self, timeout: float = 10):
+        import queue
+
+        try:
+            item = self._in.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no DiscoveryResponse within {timeout}s") from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def nothing_within(self, seconds: float) -> bool:
+        import queue
+
+        try:
+            self._in.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def ack(self, response, **fields) -> None:
+        self.send(
+            version_info=response.version_info,
+            response_nonce=response.nonce,
+            type_url=response.type_url,
+            **fields,
+        )
+
+    def close(self) -> None:
+        self._out.put(None)
+        self._responses.cancel()
+        self.channel.close()

@@ -6,12 +6,12 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 
 from . import __version__
 from .client import ApiClient, ApiError
 from .config import Config, ConfigError, load_config, read_token, split_listen
 from .model import UPSTREAM_PROTOCOLS
-from .registry import RegistryError
 
 DEFAULT_CONFIG = "/etc/dhxds/config.yml"
 
@@ -72,6 +72,11 @@ def _client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(url, read_token(token_file))
 
 
+def _worker_path(worker_id: str) -> str:
+    # Quote everything so a bad id reaches the API and gets its clear message.
+    return "/v1/workers/" + urllib.parse.quote(worker_id, safe="")
+
+
 def _workers(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.action == "list":
@@ -87,10 +92,10 @@ def _workers(args: argparse.Namespace) -> int:
             print(f"{w['id']:<24} {upstream:<28} {w['envoy_prefix']:<32} {','.join(flags)}")
         return 0
     if args.action == "get":
-        print(json.dumps(client.request("GET", f"/v1/workers/{args.id}"), indent=2))
+        print(json.dumps(client.request("GET", _worker_path(args.id)), indent=2))
         return 0
     if args.action == "remove":
-        client.request("DELETE", f"/v1/workers/{args.id}")
+        client.request("DELETE", _worker_path(args.id))
         print(f"removed {args.id}")
         return 0
     body: dict[str, object] = {"host": args.host, "port": args.port}
@@ -104,7 +109,7 @@ def _workers(args: argparse.Namespace) -> int:
         body["tls"] = True
     if args.tls_sni:
         body["tls_sni"] = args.tls_sni
-    worker = client.request("PUT", f"/v1/workers/{args.id}", body)
+    worker = client.request("PUT", _worker_path(args.id), body)
     print(
         f"registered {worker['id']} -> {worker['host']}:{worker['port']} ({worker['envoy_prefix']})"
     )
@@ -120,17 +125,20 @@ def main(argv: list[str] | None = None) -> int:
                 read_token(config.token_file)
                 print(f"{args.config}: OK")
                 return 0
-            from .daemon import serve  # grpc and aiohttp only for the daemon
+            # grpc, aiohttp and the Envoy protos load only for the daemon: the CLI stays quick.
+            from .daemon import serve
+            from .registry import RegistryError
 
-            serve(config)
+            try:
+                serve(config)
+            except (RegistryError, OSError) as exc:
+                print(f"dhxds: {exc}", file=sys.stderr)
+                return 1
             return 0
         return _workers(args)
     except ConfigError as exc:
         print(f"dhxds: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
-        print(f"dhxds: {exc}", file=sys.stderr)
-        return 1
-    except (RegistryError, OSError) as exc:
         print(f"dhxds: {exc}", file=sys.stderr)
         return 1
