@@ -255,6 +255,13 @@ def write_text(module, path, text):
             os.unlink(tmp)
 
 
+def shown(text):
+    """Text for results and diffs: undecodable bytes become U+FFFD (JSON cannot carry them)."""
+    if text is None:
+        return None
+    return text.encode(ENCODING, ERRORS).decode(ENCODING, "replace")
+
+
 def as_property_text(module, key, value):
     """Deephaven values are strings; write booleans the way Java spells them."""
     if value is None or isinstance(value, str):
@@ -343,20 +350,20 @@ def main():
                 dict(
                     key=key,
                     value=value if present else None,
-                    previous_value=result.previous,
+                    previous_value=shown(result.previous),
                     changed=result.changed,
                     line=result.line,
                 )
             )
     except PropertyFileError as exc:
         module.fail_json(
-            msg="malformed Deephaven property file, nothing written: %s" % to_native(exc)
+            msg="malformed Deephaven property file, nothing written: %s" % shown(to_native(exc))
         )
     except EditError as exc:
-        module.fail_json(msg="%s (nothing written)" % to_native(exc))
+        module.fail_json(msg="%s (nothing written)" % shown(to_native(exc)))
 
     for warning in warnings:
-        module.warn(warning)
+        module.warn(shown(warning))
 
     changed = content != original
     where = " > ".join("[%s]" % t for t in texts) if texts else "the top level"
@@ -386,7 +393,9 @@ def main():
         line=last["line"],
         changes=changes,
         msg=msg,
-        diff=dict(before_header=path, after_header=path, before=original, after=content),
+        diff=dict(
+            before_header=path, after_header=path, before=shown(original), after=shown(content)
+        ),
     )
     if backup_file:
         out["backup_file"] = backup_file
