@@ -6,7 +6,9 @@ Ordering rules, per node (all streams whose node has the same id and cluster):
   the node's CDS streams (a route to an unknown cluster answers 503);
 - a cluster stays in CDS while a route configuration sent to or applied by the node still
   references it, so removals go out as RDS first, then CDS after the RDS ACK.
-Nodes without any CDS stream (clusters defined elsewhere) get routes unconditionally.
+A node with no CDS stream gets routes only after `cds_wait` seconds: after a control-plane
+restart Envoy may reconnect its RDS stream before its CDS stream, and a node that takes its
+clusters from elsewhere still gets its routes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Session:
     service: str  # cds|rds|ads
     peer: str = ""
     id: int = field(default_factory=itertools.count(1).__next__)
+    opened: float = field(default_factory=time.monotonic)
     node_key: tuple[str, str] | None = None
     states: dict[str, TypeState] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -43,7 +46,8 @@ class Session:
 
 
 class XdsCache:
-    def __init__(self, state: RegistryState) -> None:
+    def __init__(self, state: RegistryState, cds_wait: float = 10.0) -> None:
+        self.cds_wait = cds_wait
         self._encoders = new_encoders()
         self.snapshot = Snapshot(state, self._encoders)
         self.sessions: set[Session] = set()
@@ -124,7 +128,13 @@ class XdsCache:
             return dict(sorted(wanted.items()))
         wanted = ts.wanted(available)
         ready = self._ready_clusters(session)
-        if ready is not None:
+        if ready is None:
+            remaining = session.opened + self.cds_wait - time.monotonic()
+            if remaining > 0:
+                # Give the node's CDS stream a chance to (re)connect first.
+                asyncio.get_running_loop().call_later(remaining, session.wake.set)
+                return None
+        else:
             missing = set().union(*(r.refs for r in wanted.values())) - ready
             if missing:
                 log.debug(

@@ -1,0 +1,170 @@
+"""The HTTP API in-process: status codes, messages, auth; a rejected request changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from dhxds.api import Api
+from dhxds.metrics import Metrics
+from dhxds.model import Upstream, Worker
+from dhxds.registry import JsonFileBackend, Registry
+
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STATIC = Worker(host="10.0.0.9", port=1, id="s1", envoy_prefix="/worker/s1", static=True)
+
+
+def run_api(tmp_path, scenario, metrics_require_token=True):
+    """Run `scenario(client, registry, changes)` against a fresh API on a real socket."""
+
+    async def main():
+        registry = Registry(
+            JsonFileBackend(tmp_path / "workers.json"), Upstream("127.0.0.1", 8123), "rds", [STATIC]
+        )
+        registry.load()
+        changes: list[int] = []
+        registry.on_change(lambda: changes.append(1))
+        api = Api(registry, Metrics(), TOKEN, metrics_require_token)
+        api.ready = True
+        async with TestClient(TestServer(api.app())) as client:
+            await scenario(client, registry, changes)
+
+    asyncio.run(main())
+
+
+def test_crud(tmp_path):
+    async def scenario(client, registry, changes):
+        resp = await client.put(
+            "/v1/workers/w1", json={"host": "127.0.0.1", "port": 9}, headers=AUTH
+        )
+        assert resp.status == 201
+        assert (await resp.json())["envoy_prefix"] == "/worker/w1"
+        resp = await client.put(
+            "/v1/workers/w1", json={"host": "127.0.0.1", "port": 9}, headers=AUTH
+        )
+        assert resp.status == 200 and len(changes) == 1  # unchanged: no new push
+        resp = await client.put(
+            "/v1/workers/w1", json={"id": "w1", "host": "h.example", "port": 10}, headers=AUTH
+        )
+        assert resp.status == 200 and len(changes) == 2
+        assert (await (await client.get("/v1/workers/w1", headers=AUTH)).json())["port"] == 10
+        listed = await (await client.get("/v1/workers", headers=AUTH)).json()
+        assert [(w["id"], w["static"]) for w in listed["workers"]] == [("s1", True), ("w1", False)]
+        assert (await client.delete("/v1/workers/w1", headers=AUTH)).status == 204
+        resp = await client.get("/v1/workers/w1", headers=AUTH)
+        assert resp.status == 404
+        assert await resp.json() == {"error": "worker w1 is not registered"}
+        assert (await client.get("/healthz")).status == 200
+        metrics = await (await client.get("/metrics", headers=AUTH)).text()
+        assert "dhxds_connected_streams" in metrics and "dhxds_push_latency_seconds" in metrics
+
+    run_api(tmp_path, scenario)
+
+
+BAD = [
+    ("PUT", "/v1/workers/a%2Fb", {"host": "h", "port": 1}, 400, "'a/b' is invalid"),
+    ("PUT", "/v1/workers/x/y", {"host": "h", "port": 1}, 400, "must not contain '/'"),
+    ("PUT", "/v1/workers/", {"host": "h", "port": 1}, 400, "must not be empty"),
+    ("PUT", "/v1/workers/a..b", {"host": "h", "port": 1}, 400, "without '..'"),
+    ("PUT", "/v1/workers/a%20b", {"host": "h", "port": 1}, 400, "'a b' is invalid"),
+    ("PUT", "/v1/workers/" + "x" * 129, {"host": "h", "port": 1}, 400, "the limit is 128"),
+    ("PUT", "/v1/workers/%E2%9C%93", {"host": "h", "port": 1}, 400, "must be ASCII"),
+    ("PUT", "/v1/workers/w", {"host": "h", "port": -1}, 400, "outside 1-65535"),
+    ("PUT", "/v1/workers/w", {"host": "h", "port": 70000}, 400, "outside 1-65535"),
+    ("PUT", "/v1/workers/w", {"port": 1}, 400, "missing required field(s) in worker: host"),
+    (
+        "PUT",
+        "/v1/workers/w",
+        {"host": "h", "port": 1, "x": 1},
+        400,
+        "unknown field(s) in worker: x",
+    ),
+    ("PUT", "/v1/workers/w", b"{bad", 400, "not valid JSON"),
+    ("PUT", "/v1/workers/w", b"", 400, "request body is empty"),
+    ("PUT", "/v1/workers/w", b"\xff\xfe", 400, "not valid JSON"),
+    ("PUT", "/v1/workers/w", b"x" * 70000, 413, "larger than"),
+    ("PUT", "/v1/workers/s1", {"host": "h", "port": 1}, 409, "defined in the config file"),
+    (
+        "PUT",
+        "/v1/workers/w",
+        {"host": "h", "port": 1, "envoy_prefix": "/worker/s1"},
+        409,
+        "already used",
+    ),
+    ("DELETE", "/v1/workers/s1", None, 409, "defined in the config file"),
+    ("DELETE", "/v1/workers/nope", None, 404, "not registered"),
+    ("POST", "/v1/workers/w", {"host": "h", "port": 1}, 400, "invalid worker id"),
+    ("PATCH", "/v1/workers", None, 405, "not allowed"),
+    ("GET", "/v2/anything", None, 404, "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD)
+def test_bad_requests_are_refused_and_change_nothing(tmp_path, method, path, body, status, message):
+    async def scenario(client, registry, changes):
+        await client.put("/v1/workers/keep", json={"host": "h", "port": 1}, headers=AUTH)
+        state_before = (tmp_path / "workers.json").read_bytes()
+        kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+        resp = await client.request(method, path, headers=AUTH, **kwargs)
+        assert resp.status == status
+        payload = await resp.json()
+        assert message in payload["error"]
+        assert set(registry.workers()) == {"keep", "s1"}
+        assert (tmp_path / "workers.json").read_bytes() == state_before
+        assert len(changes) == 1
+
+    run_api(tmp_path, scenario)
+
+
+@pytest.mark.parametrize("path", ["/v1/workers/..", "/v1/workers/%2E%2E", "/v1/workers/a/../b"])
+def test_dot_segments_are_refused(tmp_path, path):
+    """Sent raw: HTTP client libraries would collapse the dots before sending."""
+
+    async def scenario(client, registry, changes):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        body = b'{"host": "h", "port": 1}'
+        writer.write(
+            f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        response = (await reader.read()).decode()
+        writer.close()
+        assert response.startswith("HTTP/1.1 400"), response
+        assert "invalid worker id" in response or "is invalid" in response, response
+        assert set(registry.workers()) == {"s1"} and changes == []
+
+    run_api(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "missing bearer token"),
+        ({"Authorization": "Bearer nope"}, "invalid bearer token"),
+        ({"Authorization": f"Basic {TOKEN}"}, "malformed Authorization header"),
+        ({"Authorization": "Bearer"}, "malformed Authorization header"),
+    ],
+)
+def test_token_is_required(tmp_path, headers, message):
+    async def scenario(client, registry, changes):
+        for method, path in (("PUT", "/v1/workers/w"), ("GET", "/v1/workers"), ("GET", "/metrics")):
+            resp = await client.request(
+                method, path, json={"host": "h", "port": 1}, headers=headers
+            )
+            assert resp.status == 401
+            assert message in (await resp.json())["error"]
+        assert set(registry.workers()) == {"s1"} and changes == []
+        assert (await client.get("/healthz")).status == 200
+
+    run_api(tmp_path, scenario)
+
+
+def test_metrics_can_be_opened(tmp_path):
+    async def scenario(client, registry, changes):
+        assert (await client.get("/metrics")).status == 200
+        assert (await client.get("/v1/workers")).status == 401
+
+    run_api(tmp_path, scenario, metrics_require_token=False)

@@ -1,0 +1,73 @@
+"""Config loading: defaults, the contract keys, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from dhxds.config import Config, ConfigError, load_config, parse_config, read_token
+
+
+def test_defaults_match_the_contract():
+    config = parse_config({})
+    assert config == Config()
+    assert (config.xds_listen, config.api_listen) == ("127.0.0.1:8124", "127.0.0.1:8125")
+    assert config.route_config_name == "rds_config"
+    assert (config.web_api_service.host, config.web_api_service.port) == ("127.0.0.1", 8123)
+
+
+def test_full_config(tmp_path):
+    path = tmp_path / "dhxds.yml"
+    path.write_text(
+        """
+xds: {listen: "0.0.0.0:9124"}
+api: {listen: "[::1]:9125", token_file: /run/token, metrics_require_token: false}
+state: {path: /tmp/w.json}
+route_config_name: routes
+web_api_service: {host: dh.example, port: 8443, tls: true}
+static_workers:
+  - {id: s1, host: 10.0.0.5, port: 24000}
+log_level: debug
+"""
+    )
+    config = load_config(path)
+    assert config.xds_listen == "0.0.0.0:9124" and config.api_listen == "[::1]:9125"
+    assert config.web_api_service.tls and config.log_level == "DEBUG"
+    assert [(w.id, w.static) for w in config.static_workers] == [("s1", True)]
+    assert config.metrics_require_token is False
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"xds": {"lisen": "x"}}, "unknown key\\(s\\) in xds: lisen"),
+        ({"colour": 1}, "unknown key\\(s\\): colour"),
+        ({"xds": {"listen": "8124"}}, "must be 'host:port'"),
+        ({"api": {"listen": "127.0.0.1:99999"}}, "outside 1-65535"),
+        ({"web_api_service": {"host": "h"}}, "web_api_service: missing required field"),
+        ({"static_workers": [{"id": "a/b", "host": "h", "port": 1}]}, "static_workers\\[0\\]"),
+        (
+            {"static_workers": [{"id": "a", "host": "h", "port": 1}] * 2},
+            "duplicate id a",
+        ),
+        ({"log_level": "loud"}, "log_level must be one of"),
+        ({"state": "x"}, "state must be a mapping"),
+        ([1], "must be a YAML mapping"),
+    ],
+)
+def test_bad_config_is_explained(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("xds: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        read_token(str(empty))
+    empty.write_text("s3cret\n")
+    assert read_token(str(empty)) == "s3cret"

@@ -1,0 +1,139 @@
+"""Resource building for v3 and v2: a pure function of registry state."""
+
+from __future__ import annotations
+
+from dhxds.model import Upstream, Worker
+from dhxds.resources import RegistryState
+from dhxds.snapshot import V2, V3, Snapshot, new_encoders, version_of
+from envoy.api.v2 import cluster_pb2 as cluster_v2
+from envoy.api.v2 import route_pb2 as route_v2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+from dhxds import resources, resources_v2
+
+
+def state(*workers: dict, web=("127.0.0.1", 8123)) -> RegistryState:
+    built = sorted((Worker.from_dict(w) for w in workers), key=lambda w: w.id)
+    return RegistryState(tuple(built), Upstream(*web), "rds_config")
+
+
+W1 = {"id": "w1", "host": "10.0.0.1", "port": 9001}
+W10 = {"id": "w10", "host": "dh-host.example", "port": 9010}
+
+
+def _protocol(cluster) -> hpo.HttpProtocolOptions:
+    opts = hpo.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].Unpack(opts)
+    return opts
+
+
+def test_v3_clusters():
+    clusters = resources.build_clusters(state(W1, W10, {**W1, "id": "a.b", "tls": True}))
+    assert list(clusters) == ["web_api_service", "worker_a.b", "worker_w1", "worker_w10"]
+    w1, w10 = clusters["worker_w1"], clusters["worker_w10"]
+    assert w1.type == cluster_pb2.Cluster.STATIC and w10.type == cluster_pb2.Cluster.STRICT_DNS
+    sock = w10.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (sock.address, sock.port_value) == ("dh-host.example", 9010)
+    assert w10.load_assignment.cluster_name == "worker_w10"
+    assert _protocol(w1).HasField("use_downstream_protocol_config")
+    assert clusters["worker_a.b"].alt_stat_name == "worker_a_b"
+    tls = tls_pb2.UpstreamTlsContext()
+    clusters["worker_a.b"].transport_socket.typed_config.Unpack(tls)
+    assert tls.sni == "10.0.0.1"
+    assert not w1.HasField("transport_socket")
+
+
+def test_v3_protocol_override():
+    clusters = resources.build_clusters(
+        state({**W1, "upstream_protocol": "http2"}, {**W10, "upstream_protocol": "http1"})
+    )
+    h2 = _protocol(clusters["worker_w1"]).explicit_http_config
+    h1 = _protocol(clusters["worker_w10"]).explicit_http_config
+    assert h2.HasField("http2_protocol_options") and h1.HasField("http_protocol_options")
+
+
+def test_v3_routes_order_and_matching():
+    config = resources.build_route_config(
+        state(W1, W10, {**W10, "id": "raw", "strip_prefix": False})
+    )
+    assert config.name == "rds_config"
+    [vhost] = config.virtual_hosts
+    assert list(vhost.domains) == ["*"]
+    names = [r.name for r in vhost.routes]
+    assert names[-1] == "default" and vhost.routes[-1].route.cluster == "web_api_service"
+    by_name = {r.name: r for r in vhost.routes}
+    # Trailing '/' on the prefix + exact bare path: /worker/w1 never matches /worker/w10.
+    assert by_name["w1-prefix"].match.prefix == "/worker/w1/"
+    assert by_name["w1-path"].match.path == "/worker/w1"
+    assert by_name["w1-prefix"].route.prefix_rewrite == "/"
+    assert by_name["w1-path"].route.prefix_rewrite == "/"
+    assert by_name["raw-prefix"].route.prefix_rewrite == ""
+    header = by_name["w10-header"]
+    assert header.match.headers[0].name == "envoy-prefix"
+    assert header.match.headers[0].string_match.exact == "/worker/w10"
+    assert header.route.prefix_rewrite == ""  # gRPC paths stay as they are
+    for route in vhost.routes:
+        action = route.route
+        assert action.timeout.ToSeconds() == 0 and action.HasField("timeout")
+        assert action.HasField("idle_timeout") and action.idle_timeout.ToSeconds() == 0
+        assert action.max_stream_duration.HasField("grpc_timeout_header_max")
+        assert [u.upgrade_type for u in action.upgrade_configs] == ["websocket"]
+
+
+def test_v2_resources_parse_as_v2_with_the_same_routing():
+    st = state(W1, {**W10, "upstream_protocol": "http1", "tls": True, "tls_sni": "sni.example"})
+    clusters = resources_v2.build_clusters(st)
+    w1 = cluster_v2.Cluster.FromString(clusters["worker_w1"].SerializeToString())
+    assert w1.protocol_selection == cluster_v2.Cluster.USE_DOWNSTREAM_PROTOCOL
+    assert w1.HasField("http2_protocol_options")
+    w10 = clusters["worker_w10"]
+    assert not w10.HasField("http2_protocol_options")
+    assert w10.transport_socket.name == "envoy.transport_sockets.tls"
+    assert w10.transport_socket.typed_config.type_url.endswith(
+        "envoy.api.v2.auth.UpstreamTlsContext"
+    )
+    config = route_v2.RouteConfiguration.FromString(
+        resources_v2.build_route_config(st).SerializeToString()
+    )
+    v3_names = [r.name for r in resources.build_route_config(st).virtual_hosts[0].routes]
+    assert [r.name for r in config.virtual_hosts[0].routes] == v3_names
+    header = {r.name: r for r in config.virtual_hosts[0].routes}["w1-header"]
+    assert header.match.headers[0].exact_match == "/worker/w1"
+    assert header.route.HasField("max_grpc_timeout")
+
+
+def test_encoded_snapshot_equals_plain_build_for_both_versions():
+    st = state(W1, W10, {**W1, "id": "z", "strip_prefix": False})
+    snap = Snapshot(st, new_encoders())
+    for flavour, module, config_cls in (
+        (V3, resources, route_pb2.RouteConfiguration),
+        (V2, resources_v2, route_v2.RouteConfiguration),
+    ):
+        encoded = snap.resources(flavour.route_type)["rds_config"]
+        assert encoded.any.type_url == flavour.route_type
+        assert config_cls.FromString(encoded.any.value) == module.build_route_config(st)
+        assert encoded.refs == {"web_api_service", "worker_w1", "worker_w10", "worker_z"}
+        clusters = snap.resources(flavour.cluster_type)
+        assert {c.any.type_url for c in clusters.values()} == {flavour.cluster_type}
+
+
+def test_versions_are_content_hashes():
+    a = Snapshot(state(W1, W10), new_encoders())
+    b = Snapshot(state(W10, W1), new_encoders())  # another replica, same content
+    c = Snapshot(state(W1), new_encoders())
+    for url in (V3.cluster_type, V3.route_type, V2.cluster_type):
+        assert version_of(a.resources(url).values()) == version_of(b.resources(url).values())
+        assert version_of(a.resources(url).values()) != version_of(c.resources(url).values())
+
+
+def test_encoder_reuses_unchanged_workers():
+    encoders = new_encoders()
+    first = Snapshot(state(W1, W10), encoders).resources(V3.cluster_type)
+    second = Snapshot(state(W1, {**W10, "port": 1}), encoders).resources(V3.cluster_type)
+    assert second["worker_w1"] is first["worker_w1"]
+    assert second["worker_w10"].digest != first["worker_w10"].digest
