@@ -62,7 +62,7 @@ class Outcome:
     def task(self, name: str, host: str = "localhost") -> dict:
         for play in self.data["plays"]:
             for t in play["tasks"]:
-                if t["task"]["name"] == name and host in t["hosts"]:
+                if t["task"]["name"].split(" : ")[-1] == name and host in t["hosts"]:
                     return t["hosts"][host]
         raise KeyError(name)
 
