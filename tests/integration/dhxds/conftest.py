@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from xds_harness import Backends, Daemon, Envoy
-
-ENVOY_MAIN = "1.40.0"
-ENVOY_OLD = "1.36.4"
+from xds_harness import ENVOY_MAIN, Backends, Daemon, Envoy
 
 
 @pytest.fixture

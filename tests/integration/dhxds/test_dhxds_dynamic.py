@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ENVOY_MAIN
-from xds_harness import wait_for
+from xds_harness import ENVOY_MAIN, wait_for
 
 
 def _watch(envoy, path: str, until: str, limit: int = 2000) -> list[int | str]:

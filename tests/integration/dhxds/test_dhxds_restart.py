@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ENVOY_MAIN
-from xds_harness import wait_for
+from xds_harness import ENVOY_MAIN, wait_for
 
 
 @pytest.mark.parametrize("mode", ["ads", "separate"])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import ENVOY_MAIN, ENVOY_OLD
 from websockets.sync.client import connect
-from xds_harness import GrpcBackend, wait_for
+from xds_harness import ENVOY_MAIN, ENVOY_OLD, GrpcBackend, wait_for
 
 
 @pytest.fixture

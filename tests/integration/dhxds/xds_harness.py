@@ -24,6 +24,8 @@ from aiohttp import WSMsgType, web
 HOST = "127.0.0.1"
 CACHE = Path(os.environ.get("DHOPS_CACHE", Path.home() / ".cache" / "dhops-envoy"))
 TOKEN = "integration-test-token"
+ENVOY_MAIN = "1.40.0"  # every integration test
+ENVOY_OLD = "1.36.4"  # the main routing test and resource validation too
 
 
 def envoy_binary(version: str) -> Path:
