@@ -128,7 +128,7 @@ def free_port() -> int:
 class Dhxds:
     """A real `dhxds serve` subprocess; `api()` talks to it directly to check what it holds."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, web_api_port: int | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.api_port = free_port()
         self.xds_port = free_port()
@@ -147,7 +147,7 @@ class Dhxds:
             "route_config_name: rds_config\n"
             "web_api_service:\n"
             f"  host: {HOST}\n"
-            f"  port: {free_port()}\n"
+            f"  port: {web_api_port or free_port()}\n"
         )
         self.log = workdir / "dhxds.log"
         self.proc: subprocess.Popen | None = None
