@@ -176,12 +176,13 @@ class Daemon:
     def api(self) -> str:
         return f"http://{HOST}:{self.api_port}"
 
-    def start(self) -> Daemon:
+    def start(self, env: dict | None = None) -> Daemon:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dhxds", "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         wait_for(self._healthy, 20, "dhxds /healthz")
         return self
