@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import HOST, TOKEN, Dhxds, free_port
+from module_harness import HOST, TOKEN, Dhxds, free_port
 
 ENVOY = (
     Path(os.environ.get("DHOPS_CACHE", Path.home() / ".cache" / "dhops-envoy"))
