@@ -115,6 +115,8 @@ attributes:
     description: Shows the whole file before and after.
 notes:
   - Reads and writes the file as UTF-8; bytes that are not valid UTF-8 are kept as they are.
+  - The file is replaced atomically, keeping its owner, group and mode. When O(path) is a
+    symlink, the file it points to is edited and the link stays.
   - A later assignment of the same key at the top level or in an enclosing block wins over the
     edited one in Deephaven; the module warns when it sees one.
 seealso:
@@ -244,7 +246,10 @@ def read_text(path):
 
 
 def write_text(module, path, text):
-    directory = os.path.dirname(os.path.abspath(path))
+    # Replace the file a symlink points to, never the link itself (Deephaven's illumon.d and
+    # version-specific directories are full of links).
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".deephaven_property.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -379,7 +384,7 @@ def main():
     backup_file = None
     if changed and not module.check_mode:
         if params["backup"] and os.path.exists(path):
-            backup_file = module.backup_local(path)
+            backup_file = module.backup_local(os.path.realpath(path))
         write_text(module, path, content)
 
     last = changes[-1]

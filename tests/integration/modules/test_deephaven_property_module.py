@@ -168,3 +168,19 @@ def test_bad_arguments_fail_clearly(run_module, tmp_path):
     )
     assert both.rc != 0 and "mutually exclusive" in both.result["msg"]
     assert prop.read_bytes() == b""
+
+
+def test_symlinked_file_is_edited_through_the_link(run_module, tmp_path):
+    versioned = tmp_path / "illumon.d.1.2024" / "resources"
+    versioned.mkdir(parents=True)
+    target = write(versioned / "iris-environment.prop", ORIGINAL.encode())
+    link = tmp_path / "iris-environment.prop"
+    link.symlink_to(target)
+    result = run_module(
+        "deephaven_property",
+        {"path": str(link), "scope": SCOPE, "key": "k", "value": "v", "backup": True},
+    )
+    assert result.rc == 0, result.result
+    assert link.is_symlink() and link.resolve() == target
+    assert "    k=v\n}" in target.read_text()
+    assert open(result.result["backup_file"], "rb").read() == ORIGINAL.encode()
