@@ -148,14 +148,6 @@ class Worker(Upstream):
     strip_prefix: bool = True
     static: bool = False  # from the config file; the API cannot change it
 
-    def __hash__(self) -> int:
-        # Workers key the encoder caches; hashing nine fields on every lookup adds up at 10k.
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash(tuple(self.__dict__[k] for k in (*WORKER_FIELDS, "static")))
-            object.__setattr__(self, "_hash", cached)
-        return cached
-
     @classmethod
     def from_dict(cls, data: object, worker_id: str | None = None, static: bool = False) -> Worker:
         """Validate an API body (or stored record); worker_id comes from the URL when given."""

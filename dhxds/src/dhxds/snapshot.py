@@ -115,12 +115,17 @@ _ROUTES_FIELD = 3
 
 
 class Encoder:
-    """Encodes one flavour; remembers per-worker results of the previous state."""
+    """Encodes one flavour; remembers per-worker results of the previous state.
+
+    Caches are keyed by worker id and hold (worker, result): the registry keeps its Worker
+    objects, so an unchanged worker is found with an identity check, not a field compare.
+    """
 
     def __init__(self, flavour: Flavour) -> None:
         self.flavour = flavour
-        self._clusters: dict[Any, Encoded] = {}
-        self._routes: dict[Worker, bytes] = {}
+        self._web_api: tuple[Upstream, Encoded] | None = None
+        self._clusters: dict[str, tuple[Worker, Encoded]] = {}
+        self._routes: dict[str, tuple[Worker, bytes]] = {}
 
     def _cluster(self, name: str, upstream: Upstream, stat_name: str | None) -> Encoded:
         msg = self.flavour.build_cluster(name, upstream, stat_name)
@@ -128,16 +133,19 @@ class Encoder:
         return Encoded(name, _pack(self.flavour.cluster_type, payload), digest(payload))
 
     def clusters(self, state: RegistryState) -> dict[str, Encoded]:
+        if self._web_api is None or self._web_api[0] != state.web_api:
+            self._web_api = (state.web_api, self._cluster(WEB_API_CLUSTER, state.web_api, None))
+        out = {WEB_API_CLUSTER: self._web_api[1]}
         cache, fresh = self._clusters, {}
-        key = ("web_api", state.web_api)
-        fresh[key] = cache.get(key) or self._cluster(WEB_API_CLUSTER, state.web_api, None)
         for worker in state.workers:
-            name = cluster_name(worker.id)
-            fresh[worker] = cache.get(worker) or self._cluster(
-                name, worker, v3.worker_stat_name(worker.id)
-            )
+            hit = cache.get(worker.id)
+            if hit is None or (hit[0] is not worker and hit[0] != worker):
+                name = cluster_name(worker.id)
+                hit = (worker, self._cluster(name, worker, v3.worker_stat_name(worker.id)))
+            fresh[worker.id] = hit
+            out[hit[1].name] = hit[1]
         self._clusters = fresh
-        return {enc.name: enc for enc in fresh.values()}
+        return out
 
     def _worker_route_bytes(self, worker: Worker) -> bytes:
         # A VirtualHost with only `routes` set serialises to exactly its repeated route fields.
@@ -147,15 +155,20 @@ class Encoder:
         # The RouteConfiguration is assembled from per-worker encoded routes: concatenating
         # repeated fields is valid protobuf and avoids re-serialising every route per change.
         cache, fresh = self._routes, {}
+        parts = []
         for worker in state.workers:
-            fresh[worker] = cache.get(worker) or self._worker_route_bytes(worker)
+            hit = cache.get(worker.id)
+            if hit is None or (hit[0] is not worker and hit[0] != worker):
+                hit = (worker, self._worker_route_bytes(worker))
+            fresh[worker.id] = hit
+            parts.append(hit[1])
         self._routes = fresh
         head = self.flavour.virtual_host(name=v3.VIRTUAL_HOST, domains=["*"])
         default = self.flavour.default_route().SerializeToString(deterministic=True)
         vhost = b"".join(
             [
                 head.SerializeToString(deterministic=True),
-                *fresh.values(),
+                *parts,
                 _field(_ROUTES_FIELD, default),
             ]
         )
