@@ -13,7 +13,7 @@ def test_notify_ready_and_graceful_sigterm(tmp_path, web_api_port):
     notify_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(notify_path))
-        notify.settimeout(20)
+        notify.settimeout(60)
         daemon = Daemon(tmp_path, web_api_port).start(env={"NOTIFY_SOCKET": str(notify_path)})
         try:
             ready = notify.recv(4096).decode()

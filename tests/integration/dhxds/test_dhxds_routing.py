@@ -24,7 +24,7 @@ def test_workers_headers_default_and_websocket(backends, daemon, start_envoy, ve
         daemon.put_worker(name, backends.start(name))
     daemon.put_worker("raw", backends.start("raw"), strip_prefix=False, envoy_prefix="/custom/raw")
     envoy = start_envoy(version, mode)
-    wait_for(lambda: envoy.backend_of("/worker/raw/x") == "raw", 15, "routes for all workers")
+    wait_for(lambda: envoy.backend_of("/worker/raw/x") == "raw", 60, "routes for all workers")
 
     # Path routes strip the prefix; w1 never catches w10 (or w100).
     w1 = envoy.get("/worker/w1/jsapi/a.js?x=1").json()
@@ -66,7 +66,7 @@ def test_grpc_reaches_worker_by_envoy_prefix_header(daemon, start_envoy, grpc_ba
     """gRPC (HTTP/2 end to end) through the default upstream protocol, routed by header."""
     daemon.put_worker("g1", grpc_backend.port)
     envoy = start_envoy(ENVOY_MAIN, mode)
-    wait_for(lambda: envoy.backend_of("/worker/g1/") is None, 15, "a route to g1 (not JSON)")
+    wait_for(lambda: envoy.backend_of("/worker/g1/") is None, 60, "a route to g1 (not JSON)")
     with grpc.insecure_channel(f"127.0.0.1:{envoy.listen_port}") as channel:
         say = channel.unary_unary("/test.Echo/Say")
         reply = say(b"ping", metadata=[("envoy-prefix", "/worker/g1")], timeout=10)

@@ -184,7 +184,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        wait_for(self._healthy, 20, "dhxds /healthz")
+        wait_for(self._healthy, 60, "dhxds /healthz")
         return self
 
     def _healthy(self) -> bool:
@@ -350,7 +350,7 @@ class Envoy:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._ready, 30, f"Envoy {self.version} /ready")
+        wait_for(self._ready, 90, f"Envoy {self.version} /ready")
         return self
 
     def _ready(self) -> bool:
@@ -439,7 +439,7 @@ class XdsClient:
     def send(self, **fields) -> None:
         self._out.put(self.pb.DiscoveryRequest(**fields))
 
-    def recv(self, timeout: float = 10):
+    def recv(self, timeout: float = 30):
         import queue
 
         try:
