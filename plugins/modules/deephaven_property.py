@@ -41,8 +41,11 @@ description:
   - Values are written escaped so that Deephaven reads back exactly O(value)
     (C(\\) as C(\\\\), newlines as C(\\n)). Continuation lines of an edited value are joined.
   - On systems where the configuration server (etcd) is authoritative, files under
-    C(/etc/sysconfig/illumon.d/resources) are only for reference; export with
-    C(dhconfig properties export), edit with this module, then C(dhconfig properties import).
+    C(/etc/sysconfig/illumon.d/resources) are only for reference. There use
+    O(backend=dhconfig) - the module runs C(dhconfig properties export <name> --directory
+    <tmp>), edits the exported copy by the same rules, and runs C(dhconfig properties import
+    <tmp>/<name>) only when something changed (never in check mode). Run it as a user
+    allowed to import (C(become_user) C(irisadmin)).
 author:
   - dhops.envoy maintainers
 options:
@@ -106,6 +109,29 @@ options:
       - Also look for finals in the files named by C(includefiles).
     type: bool
     default: true
+  backend:
+    description:
+      - V(file) edits O(path) on disk.
+      - V(dhconfig) edits the property file named C(basename(path)) in Deephaven's
+        configuration server through C(dhconfig properties export/import). Included files are
+        exported the same way to look for finals. O(create) is not supported; O(backup) writes
+        the exported original to O(dhconfig_backup_dir).
+      - Releases before C(dhconfig) shipped C(etcd_prop_file --export/--import), which this
+        module does not drive.
+    type: str
+    choices: [file, dhconfig]
+    default: file
+  dhconfig_path:
+    description:
+      - The C(dhconfig) executable, for O(backend=dhconfig).
+    type: path
+    default: /usr/illumon/latest/bin/dhconfig
+  dhconfig_backup_dir:
+    description:
+      - Directory for the backup copy when O(backend=dhconfig) and O(backup=true). Created
+        (mode 0700) when missing.
+    type: path
+    default: /var/backups/deephaven-properties
 attributes:
   check_mode:
     support: full
@@ -148,6 +174,16 @@ EXAMPLES = r"""
     properties:
       envoy.front.proxy.url: envoy.example.com:8443
       envoy.xds.port: 8124
+
+- name: Edit the copy held by the configuration server (etcd-era installs)
+  become: true
+  become_user: irisadmin
+  dhops.envoy.deephaven_property:
+    backend: dhconfig
+    path: iris-environment.prop
+    scope: service.name=web_api_service
+    key: envoy.xds.port
+    value: 8124
 
 - name: Remove a top-level key
   dhops.envoy.deephaven_property:
@@ -218,10 +254,16 @@ msg:
 
 # Ansible modules keep their imports below the documentation blocks.
 import os  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.common.text.converters import to_native  # noqa: E402
+from ansible_collections.dhops.envoy.plugins.module_utils.deephaven_dhconfig import (  # noqa: E402
+    DhconfigError,
+    DhconfigStore,
+)
 from ansible_collections.dhops.envoy.plugins.module_utils.deephaven_props import (  # noqa: E402
     EditError,
     PropertyFile,
@@ -296,54 +338,19 @@ def requested_pairs(module):
     return [(key, as_property_text(module, key, value)) for key, value in pairs]
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True, aliases=["dest"]),
-            scope=dict(type="str"),
-            scope_path=dict(type="list", elements="str"),
-            key=dict(type="str", no_log=False),
-            value=dict(type="raw"),
-            properties=dict(type="dict"),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
-            backup=dict(type="bool", default=False),
-            create=dict(type="bool", default=False),
-            check_includes=dict(type="bool", default=True),
-        ),
-        mutually_exclusive=[
-            ("scope", "scope_path"),
-            ("key", "properties"),
-            ("value", "properties"),
-        ],
-        required_one_of=[("key", "properties")],
-        supports_check_mode=True,
-    )
-    params = module.params
-    path = params["path"]
-    present = params["state"] == "present"
-    pairs = requested_pairs(module)
-    texts = [params["scope"]] if params["scope"] else list(params["scope_path"] or [])
+def apply_edits(module, path, original, read_fn, pairs, texts, label=str):
+    """Apply every pair in order to the text; fail (nothing written) on any refusal.
 
-    if os.path.isdir(path):
-        module.fail_json(msg="%s is a directory, not a Deephaven property file" % path)
-    original = read_text(path)
-    if original is None:
-        if not params["create"]:
-            module.fail_json(
-                msg="Deephaven property file %s does not exist (set create=true to create it)"
-                % path
-            )
-        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            module.fail_json(msg="cannot create %s: its directory does not exist" % path)
-        original = ""
-
+    ``label`` rewrites file names in messages (dhconfig work copies -> server names).
+    """
+    present = module.params["state"] == "present"
     content = original
     changes = []
     warnings = []
     try:
         external = []
-        if params["check_includes"]:
-            external, warnings = included_finals(path, PropertyFile(content, path), read_text)
+        if module.params["check_includes"]:
+            external, warnings = included_finals(path, PropertyFile(content, path), read_fn)
         for key, value in pairs:
             if present:
                 result = set_property(content, path, key, value, texts, external)
@@ -362,44 +369,148 @@ def main():
             )
     except PropertyFileError as exc:
         module.fail_json(
-            msg="malformed Deephaven property file, nothing written: %s" % shown(to_native(exc))
+            msg="malformed Deephaven property file, nothing written: %s"
+            % shown(label(to_native(exc)))
         )
     except EditError as exc:
-        module.fail_json(msg="%s (nothing written)" % shown(to_native(exc)))
+        module.fail_json(msg="%s (nothing written)" % shown(label(to_native(exc))))
+    return content, changes, [label(w) for w in warnings]
 
-    for warning in warnings:
-        module.warn(shown(warning))
 
-    changed = content != original
+def summary(module, pairs, texts, changes, changed):
+    present = module.params["state"] == "present"
     where = " > ".join("[%s]" % t for t in texts) if texts else "the top level"
     touched = ", ".join(c["key"] for c in changes if c["changed"])
     if not changed:
         done = "set" if present else "absent"
-        msg = "%s already %s in %s" % (", ".join(k for k, _v in pairs), done, where)
-    elif present:
-        msg = "set %s in %s" % (touched, where)
-    else:
-        msg = "removed %s from %s" % (touched, where)
+        return "%s already %s in %s" % (", ".join(k for k, _v in pairs), done, where)
+    if present:
+        return "set %s in %s" % (touched, where)
+    return "removed %s from %s" % (touched, where)
 
+
+def edit_file(module, pairs, texts):
+    """backend=file: the file on disk is the source of truth."""
+    path = module.params["path"]
+    if os.path.isdir(path):
+        module.fail_json(msg="%s is a directory, not a Deephaven property file" % path)
+    original = read_text(path)
+    if original is None:
+        if not module.params["create"]:
+            module.fail_json(
+                msg="Deephaven property file %s does not exist (set create=true to create it)"
+                % path
+            )
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            module.fail_json(msg="cannot create %s: its directory does not exist" % path)
+        original = ""
+    content, changes, warnings = apply_edits(module, path, original, read_text, pairs, texts)
     backup_file = None
-    if changed and not module.check_mode:
-        if params["backup"] and os.path.exists(path):
+    if content != original and not module.check_mode:
+        if module.params["backup"] and os.path.exists(path):
             backup_file = module.backup_local(os.path.realpath(path))
         write_text(module, path, content)
+    return original, content, changes, warnings, backup_file
 
+
+def edit_dhconfig(module, pairs, texts):
+    """backend=dhconfig: export from the configuration server, edit, import if changed."""
+    name = os.path.basename(module.params["path"])
+    workdir = tempfile.mkdtemp(prefix="deephaven_property.")
+    store = DhconfigStore(module, module.params["dhconfig_path"], workdir)
+
+    def local(text):  # messages name the file as the configuration server knows it
+        return text.replace(workdir + os.sep, "dhconfig:")
+
+    try:
+        try:
+            original = store.export(name)
+        except DhconfigError as exc:
+            module.fail_json(msg="cannot export %s: %s" % (name, exc))
+        path = store.local_path(name)
+        content, changes, warnings = apply_edits(
+            module, path, original, store.export_or_none, pairs, texts, label=local
+        )
+        backup_file = None
+        if content != original and not module.check_mode:
+            if module.params["backup"]:
+                backup_file = keep_backup(module, name, original)
+            try:
+                store.import_text(name, content)
+            except DhconfigError as exc:
+                module.fail_json(msg="cannot import %s: %s" % (name, exc), backup_file=backup_file)
+        return original, content, changes, warnings, backup_file
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def keep_backup(module, name, text):
+    directory = module.params["dhconfig_backup_dir"]
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        module.fail_json(msg="cannot create dhconfig_backup_dir %s: %s" % (directory, exc))
+    stamp = time.strftime("%Y-%m-%d@%H:%M:%S")
+    backup = os.path.join(directory, "%s.%d.%s~" % (name, os.getpid(), stamp))
+    with open(backup, "wb") as handle:
+        handle.write(text.encode(ENCODING, ERRORS))
+    return backup
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True, aliases=["dest"]),
+            scope=dict(type="str"),
+            scope_path=dict(type="list", elements="str"),
+            key=dict(type="str", no_log=False),
+            value=dict(type="raw"),
+            properties=dict(type="dict"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            backup=dict(type="bool", default=False),
+            create=dict(type="bool", default=False),
+            check_includes=dict(type="bool", default=True),
+            backend=dict(type="str", choices=["file", "dhconfig"], default="file"),
+            dhconfig_path=dict(type="path", default="/usr/illumon/latest/bin/dhconfig"),
+            dhconfig_backup_dir=dict(type="path", default="/var/backups/deephaven-properties"),
+        ),
+        mutually_exclusive=[
+            ("scope", "scope_path"),
+            ("key", "properties"),
+            ("value", "properties"),
+        ],
+        required_one_of=[("key", "properties")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    pairs = requested_pairs(module)
+    texts = [params["scope"]] if params["scope"] else list(params["scope_path"] or [])
+    if params["backend"] == "dhconfig":
+        if params["create"]:
+            module.fail_json(msg="create=true is not supported with backend=dhconfig")
+        original, content, changes, warnings, backup_file = edit_dhconfig(module, pairs, texts)
+    else:
+        original, content, changes, warnings, backup_file = edit_file(module, pairs, texts)
+
+    for warning in warnings:
+        module.warn(shown(warning))
+    changed = content != original
     last = changes[-1]
     out = dict(
         changed=changed,
-        path=path,
+        path=params["path"],
         key=last["key"],
         scope_path=texts,
         value=last["value"],
         previous_value=last["previous_value"],
         line=last["line"],
         changes=changes,
-        msg=msg,
+        msg=summary(module, pairs, texts, changes, changed),
         diff=dict(
-            before_header=path, after_header=path, before=shown(original), after=shown(content)
+            before_header=params["path"],
+            after_header=params["path"],
+            before=shown(original),
+            after=shown(content),
         ),
     )
     if backup_file:
