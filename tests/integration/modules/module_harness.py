@@ -187,3 +187,28 @@ class Dhxds:
     def worker(self, worker_id: str):
         status, body = self.api("GET", f"/v1/workers/{worker_id}")
         return body if status == 200 else None
+
+
+def standin_dhconfig(workdir: Path, files: dict[str, str]) -> tuple[Path, Path, Path]:
+    """A stand-in `dhconfig` (see dhconfig_standin.py) whose server holds `files`.
+
+    Returns (store dir, call log, executable path).
+    """
+    store = workdir / "store"
+    store.mkdir(parents=True)
+    for name, text in files.items():
+        (store / name).write_text(text)
+    log = workdir / "dhconfig-calls.log"
+    log.write_text("")
+    executable = workdir / "bin" / "dhconfig"
+    executable.parent.mkdir()
+    standin = Path(__file__).with_name("dhconfig_standin.py")
+    executable.write_text(
+        f'#!/bin/sh\nexec {sys.executable} {standin} --store {store} --log {log} "$@"\n'
+    )
+    os.chmod(executable, 0o700)
+    return store, log, executable
+
+
+def dhconfig_imports(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("properties import")]

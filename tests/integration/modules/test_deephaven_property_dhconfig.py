@@ -1,33 +1,22 @@
 """backend=dhconfig: export, edit, import through a stand-in `dhconfig` (Deephaven's own tool is
 closed source). The stand-in stores files in a directory and logs each call."""
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
+from module_harness import dhconfig_imports, standin_dhconfig
 
 SCOPE = "service.name=web_api_service"
-STANDIN = Path(__file__).with_name("dhconfig_standin.py")
 ORIGINAL = "includefiles=iris-defaults.prop\n[service.name=web_api_service] {\n    a=1\n}\n"
 
 
 @pytest.fixture
 def server(tmp_path):
     """(store dir, call log, dhconfig path): a configuration server holding two files."""
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "iris-environment.prop").write_text(ORIGINAL)
-    (store / "iris-defaults.prop").write_text("finalize locked.*\n")
-    log = tmp_path / "calls.log"
-    log.write_text("")
-    dhconfig = tmp_path / "bin" / "dhconfig"
-    dhconfig.parent.mkdir()
-    dhconfig.write_text(
-        f'#!/bin/sh\nexec {sys.executable} {STANDIN} --store {store} --log {log} "$@"\n'
+    return standin_dhconfig(
+        tmp_path,
+        {"iris-environment.prop": ORIGINAL, "iris-defaults.prop": "finalize locked.*\n"},
     )
-    os.chmod(dhconfig, 0o700)
-    return store, log, dhconfig
 
 
 def args(dhconfig, tmp_path, **extra):
@@ -44,28 +33,24 @@ def args(dhconfig, tmp_path, **extra):
     return base
 
 
-def imports(log):
-    return [line for line in log.read_text().splitlines() if line.startswith("properties import")]
-
-
 def test_edit_is_imported_once_and_only_when_changed(run_module, server, tmp_path):
     store, log, dhconfig = server
     check = run_module("deephaven_property", args(dhconfig, tmp_path), check=True, diff=True)
     assert check.rc == 0 and check.result["changed"] is True
     assert "    envoy.xds.port=8124\n" in check.result["diff"]["after"]
-    assert imports(log) == [] and (store / "iris-environment.prop").read_text() == ORIGINAL
+    assert dhconfig_imports(log) == [] and (store / "iris-environment.prop").read_text() == ORIGINAL
 
     real = run_module("deephaven_property", args(dhconfig, tmp_path, backup=True))
     assert real.rc == 0 and real.result["changed"] is True
     assert (store / "iris-environment.prop").read_text() == ORIGINAL.replace(
         "    a=1\n", "    a=1\n    envoy.xds.port=8124\n"
     )
-    assert len(imports(log)) == 1
+    assert len(dhconfig_imports(log)) == 1
     assert Path(real.result["backup_file"]).read_text() == ORIGINAL
 
     again = run_module("deephaven_property", args(dhconfig, tmp_path))
     assert again.rc == 0 and again.result["changed"] is False
-    assert len(imports(log)) == 1
+    assert len(dhconfig_imports(log)) == 1
 
 
 def test_finals_in_exported_includes_are_refused(run_module, server, tmp_path):
@@ -74,7 +59,7 @@ def test_finals_in_exported_includes_are_refused(run_module, server, tmp_path):
     assert result.rc != 0
     assert "key 'locked.key' is final" in result.result["msg"]
     assert "dhconfig:iris-defaults.prop line 1" in result.result["msg"]
-    assert imports(log) == [] and (store / "iris-environment.prop").read_text() == ORIGINAL
+    assert dhconfig_imports(log) == [] and (store / "iris-environment.prop").read_text() == ORIGINAL
 
 
 def test_export_failure_is_reported(run_module, server, tmp_path):
@@ -83,7 +68,7 @@ def test_export_failure_is_reported(run_module, server, tmp_path):
     assert result.rc != 0
     assert "cannot export missing.prop" in result.result["msg"]
     assert "not found in the configuration server" in result.result["msg"]
-    assert imports(log) == []
+    assert dhconfig_imports(log) == []
 
 
 def test_missing_dhconfig_is_reported(run_module, tmp_path):

@@ -3,6 +3,7 @@
 import textwrap
 
 import pytest
+from module_harness import dhconfig_imports, standin_dhconfig
 
 ORIGINAL = "# Deephaven site settings\nintraday.server=localhost\n"
 BLOCK = (
@@ -131,3 +132,24 @@ def test_no_envoy_host_and_no_override_is_refused(run_playbook, site, tmp_path):
     failed = result.task("Check the web_api_service settings", HOST)
     assert "set web_api_service_envoy_front_proxy_url" in failed["msg"]
     assert prop.read_text() == ORIGINAL
+
+
+def test_dhconfig_backend_imports_into_the_configuration_server(run_playbook, site, tmp_path):
+    prop, restarts, inventory, playbook = site
+    prop.unlink()  # with dhconfig the file on disk is not used
+    store, log, dhconfig = standin_dhconfig(
+        tmp_path / "server", {"iris-environment.prop": ORIGINAL}
+    )
+    extra = (
+        "-e",
+        f'{{"web_api_service_backend": "dhconfig", "web_api_service_dhconfig_path": "{dhconfig}"}}',
+    )
+    first = run_playbook(playbook, inventory, *extra)
+    assert first.rc == 0, first.stderr
+    assert (store / "iris-environment.prop").read_text() == ORIGINAL + BLOCK
+    assert len(dhconfig_imports(log)) == 1
+    assert restarts.read_text() == "restarted\n"
+    second = run_playbook(playbook, inventory, *extra)
+    assert second.rc == 0 and second.stats(HOST)["changed"] == 0
+    assert len(dhconfig_imports(log)) == 1
+    assert not prop.exists()
