@@ -27,6 +27,36 @@ _SEPARATOR = re.compile(r"[:=]")
 _CTRL_ESCAPES = {"t": "\t", "b": "\b", "n": "\n", "f": "\f", "r": "\r"}
 
 
+# Java's Character.isWhitespace: Unicode spaces except the non-breaking ones.
+_NON_BREAKING = "\u00a0\u2007\u202f"
+
+
+def java_ltrim(text):
+    """Deephaven's ltrim (Character.isWhitespace), which keeps non-breaking spaces."""
+    i = 0
+    while i < len(text) and text[i].isspace() and text[i] not in _NON_BREAKING:
+        i += 1
+    return text[i:]
+
+
+def java_trim(text):
+    """Java String.trim(): strips every character up to U+0020 at both ends, nothing else."""
+    start, end = 0, len(text)
+    while start < end and text[start] <= " ":
+        start += 1
+    while end > start and text[end - 1] <= " ":
+        end -= 1
+    return text[start:end]
+
+
+def java_split(text, sep):
+    """Java String.split: like str.split, but trailing empty strings are dropped."""
+    parts = text.split(sep)
+    while len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    return parts
+
+
 class PropertyFileError(Exception):
     """The file does not follow the grammar; nothing may be written."""
 
@@ -102,11 +132,11 @@ def canonical_scope(text):
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     items = []
-    for item in text.split(","):
+    for item in java_split(text, ","):
         if "=" not in item:
             raise ValueError("scope item '%s' has no '='" % item.strip())
         name, values = item.split("=", 1)
-        name = name.strip()
+        name = java_trim(name)
         if not name:
             raise ValueError("scope item '%s' has no name before '='" % item.strip())
         items.append("%s=%s" % (name, "|".join(v.strip() for v in values.split("|"))))
@@ -187,10 +217,10 @@ def read_logical_lines(content):
     i = 0
     while i < len(physical):
         start = i
-        joined = _strip_ending(physical[i]).lstrip()
+        joined = java_ltrim(_strip_ending(physical[i]))
         i += 1
         while continues(joined) and i < len(physical):
-            joined = joined[:-1] + _strip_ending(physical[i]).lstrip()
+            joined = joined[:-1] + java_ltrim(_strip_ending(physical[i]))
             i += 1
         line = LogicalLine("".join(physical[start:i]), start + 1, physical[start:i])
         line.text = joined
@@ -220,7 +250,7 @@ class PropertyFile:
             rest = line.text
             offset = 0
             while True:
-                stripped = rest.lstrip()
+                stripped = java_ltrim(rest)
                 offset += len(rest) - len(stripped)
                 rest = stripped
                 if rest == "" or rest[0] in "#!":
@@ -241,14 +271,15 @@ class PropertyFile:
                 path = tuple(b.path[-1] for b in stack)
                 if lowered.startswith("finalize "):
                     line.kind = "finalize"
-                    line.patterns = [p.strip() for p in rest[len("finalize ") :].split(",")]
+                    patterns = java_split(rest[len("finalize ") :], ",")
+                    line.patterns = [java_trim(p) for p in patterns]
                     line.scope_path = path
                     line.stmt_offset = offset
                     break
                 if lowered.startswith("final "):
                     decl = rest[len("final ") :]
-                    pad = len(decl) - len(decl.lstrip())
-                    self._declaration(line, decl.lstrip(), offset + len("final ") + pad, path)
+                    pad = len(decl) - len(java_ltrim(decl))
+                    self._declaration(line, java_ltrim(decl), offset + len("final ") + pad, path)
                     line.kind = "final"
                     line.stmt_offset = offset
                     break
@@ -257,7 +288,7 @@ class PropertyFile:
                     if end < 0:
                         self._error("unterminated scope declaration: %s" % rest, line)
                     scope_text = rest[1:end]
-                    for item in scope_text.split(","):
+                    for item in java_split(scope_text, ","):
                         if "=" not in item:
                             self._error("scope item '%s' has no '='" % item.strip(), line)
                     parent = stack[-1].path if stack else ()
@@ -308,9 +339,9 @@ class PropertyFile:
 
     def _declaration(self, line, decl, offset, path):
         parts = _SEPARATOR.split(decl, 1)
-        key = parts[0].strip()
+        key = java_trim(parts[0])
         if len(parts) > 1:
-            value = parts[1].lstrip()
+            value = java_ltrim(parts[1])
             line.value_offset = offset + len(decl) - len(value)
         else:
             value = ""
@@ -322,7 +353,7 @@ class PropertyFile:
         line.scope_path = path
         if key == INCLUDE_KEY:
             line.kind = "include"
-            line.includes = [f.strip() for f in value.split(",") if f.strip()]
+            line.includes = [java_trim(f) for f in java_split(value, ",") if java_trim(f)]
         else:
             line.kind = "property"
 

@@ -28,6 +28,7 @@ from ansible_collections.dhops.envoy.plugins.module_utils.deephaven_props import
     comparable,
     continues,
     escape_value,
+    java_ltrim,
 )
 
 INDENT = "    "
@@ -92,7 +93,7 @@ def validate_key(key):
 
 
 def validate_value(value):
-    if value != value.lstrip():
+    if value != java_ltrim(value):
         raise EditError("value %r starts with whitespace, which Deephaven always strips" % value)
 
 
@@ -207,7 +208,7 @@ def _ending(physical):
 def _raw_prefix(line, offset):
     """Raw text of ``line`` up to logical ``offset``; None when escapes/continuations interfere."""
     content = line.physical[0].rstrip("\r\n")
-    body = content.lstrip()
+    body = java_ltrim(content)
     lead = content[: len(content) - len(body)]
     if "\\" in body[:offset] or body[:offset] != line.text[:offset]:
         return None
@@ -216,7 +217,7 @@ def _raw_prefix(line, offset):
 
 def _line_indent(physical):
     content = physical.rstrip("\r\n")
-    return content[: len(content) - len(content.lstrip())]
+    return content[: len(content) - len(java_ltrim(content))]
 
 
 def set_property(content, source, key, value, scope_texts=None, external_finals=()):
@@ -353,7 +354,7 @@ def _insertion(pf, raws, path, texts, key, value, nl):
         content = close_line.physical[0].rstrip("\r\n")
         rest = content[len(prefix) :]
         ending = _ending(close_line.physical[0])
-        raws[index] = prefix.rstrip() + nl + "".join(new_lines) + outer + rest.lstrip() + ending
+        raws[index] = prefix.rstrip() + nl + "".join(new_lines) + outer + java_ltrim(rest) + ending
         return index, raws
     block_lines = _new_block_lines(texts, key, value, "", nl)
     position = len(raws)
@@ -366,7 +367,7 @@ def _append_at_end(pf, raws, text, nl, separate=False):
         last = pf.lines[-1]
         if not _ending(last.physical[-1]):
             raws[-1] = raws[-1] + nl
-        if continues(last.physical[-1].rstrip("\r\n").lstrip()):
+        if continues(java_ltrim(last.physical[-1].rstrip("\r\n"))):
             raws.append(nl)  # a blank line ends a dangling continuation
         elif separate and last.kind != "blank":
             raws.append(nl)

@@ -167,3 +167,15 @@ def test_wildcards_match_whole_keys_only():
     assert key_matches("*", "anything")
     assert not key_matches("envoy.*", "my.envoy.xds")
     assert not key_matches("a.b", "aXb")  # '.' is literal
+
+
+def test_whitespace_follows_java_rules():
+    # Non-breaking spaces are not whitespace to Java: they stay part of key and value.
+    pf = parse("\u00a0nb=\u00a0v\n\tk\t=\tv\t\n")
+    assert props(pf) == [((), "\u00a0nb", "\u00a0v"), ((), "k", "v\t")]
+
+
+def test_trailing_commas_are_ignored_like_java_split():
+    pf = parse("[a=b,] {\n  x=1\n}\nfinalize x,\n")
+    assert props(pf) == [(("a=b",), "x", "1")]
+    assert pf.lines[-1].patterns == ["x"]
