@@ -92,7 +92,8 @@ def envoy_update_durations(envoy: Envoy) -> dict[str, str]:
         name, _, values = line.partition(": ")
         kind = "cds" if "cds" in name else "rds"
         pcts = dict(p.strip("()").split("(") for p in values.split() if p.startswith("P"))
-        out[kind] = f"{pcts.get('P50', '?').split(',')[-1]} / {pcts.get('P99', '?').split(',')[-1]}"
+        p50, p99 = (float(pcts.get(p, "nan,nan").split(",")[-1]) for p in ("P50", "P99"))
+        out[kind] = f"{p50:.0f} / {p99:.0f}"
     return out
 
 
@@ -295,7 +296,8 @@ def report(results: dict) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, Envoy {ENVOY_MAIN}. Not asserted anywhere.",
         f"Load average when it started: {results['load_before']}; when it ended: "
-        f"{results['load_after']} (the machine is shared: other test suites may run meanwhile).",
+        f"{results['load_after']} (the machine is shared: other test suites may run meanwhile); "
+        f"niceness {results['nice']}.",
         "",
         "## Registration to first routed request",
         "",
@@ -359,7 +361,13 @@ def main() -> int:
     parser.add_argument("--modes", default="ads,separate")
     parser.add_argument("--output", default=str(ROOT / "reports" / "xds-bench.md"))
     args = parser.parse_args()
-    results: dict = {"latency": [], "memory": [], "build": [], "load_before": load_average()}
+    results: dict = {
+        "latency": [],
+        "memory": [],
+        "build": [],
+        "load_before": load_average(),
+        "nice": os.nice(0),
+    }
     with tempfile.TemporaryDirectory(prefix="xds-bench-") as tmp:
         for mode in args.modes.split(","):
             workdir = Path(tmp) / f"latency-{mode}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from xds_harness import ENVOY_MAIN, wait_for
+from xds_harness import ENVOY_MAIN, Daemon, Envoy, wait_for
 
 
 def _watch(envoy, path: str, until: str, timeout: float = 60) -> list[int | str]:
@@ -48,3 +48,21 @@ def test_register_replace_and_remove_while_envoy_runs(backends, daemon, start_en
     assert envoy.clusters() == {"xds_service", "web_api_service", "worker_w1"}
     assert envoy.backend_of("/worker/w1/") == "w1"
     assert envoy.stat("cluster_manager.cds.update_rejected") == 0
+
+
+def test_static_workers_from_the_config_are_routed_and_read_only(tmp_path, backends, web_api_port):
+    static = {"id": "s1", "host": "127.0.0.1", "port": backends.start("s1")}
+    daemon = Daemon(tmp_path, web_api_port, {"static_workers": [static]}).start()
+    envoy = Envoy(ENVOY_MAIN, tmp_path, daemon.xds_port, "ads")
+    try:
+        envoy.start()
+        wait_for(lambda: envoy.backend_of("/worker/s1/") == "s1", 60, "static worker s1")
+        listed = daemon.call("GET", "/v1/workers").json()["workers"]
+        assert [(w["id"], w["static"]) for w in listed] == [("s1", True)]
+        resp = daemon.call("DELETE", "/v1/workers/s1")
+        assert resp.status_code == 409
+        assert "defined in the config file" in resp.json()["error"]
+        assert envoy.backend_of("/worker/s1/") == "s1"
+    finally:
+        envoy.stop()
+        daemon.stop()
