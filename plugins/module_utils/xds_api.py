@@ -47,6 +47,8 @@ def canonical_host(host):
 
 class XdsApi:
     def __init__(self, api_url, token=None, validate_certs=True, ca_path=None, timeout=10):
+        if not re.match(r"^https?://[^/]+", api_url or ""):
+            raise ApiError("api_url %r must be an http:// or https:// URL" % (api_url,))
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.validate_certs = validate_certs
@@ -84,9 +86,10 @@ class XdsApi:
             if status == 404 and method in ("GET", "DELETE"):
                 return status, payload
             if status == 401:
+                what = "rejected the token" if self.token else "requires a token"
                 raise ApiError(
-                    "dhxds API at %s rejected the token (401 Unauthorized)%s; check token or "
-                    "token_file" % (self.api_url, ": %s" % message if message else ""),
+                    "dhxds API at %s %s (401 Unauthorized)%s; check token or token_file"
+                    % (self.api_url, what, ": %s" % message if message else ""),
                     status,
                 ) from None
             raise ApiError(

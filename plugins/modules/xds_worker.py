@@ -253,13 +253,16 @@ def main():
     if params["state"] == "present" and not 1 <= params["port"] <= 65535:
         module.fail_json(msg="port %d is outside 1-65535" % params["port"])
 
-    api = XdsApi(
-        params["api_url"],
-        token=read_token(module),
-        validate_certs=params["validate_certs"],
-        ca_path=params["ca_path"],
-        timeout=params["timeout"],
-    )
+    try:
+        api = XdsApi(
+            params["api_url"],
+            token=read_token(module),
+            validate_certs=params["validate_certs"],
+            ca_path=params["ca_path"],
+            timeout=params["timeout"],
+        )
+    except ApiError as exc:
+        module.fail_json(msg=str(exc))
     try:
         current = api.get_worker(worker_id)
         if params["state"] == "present":

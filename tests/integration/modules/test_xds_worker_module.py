@@ -149,3 +149,13 @@ def test_invalid_id_and_port_are_refused_before_any_call(run_module):
         "xds_worker", {"api_url": "http://127.0.0.1:9", "id": "ok", "host": HOST, "port": 70000}
     )
     assert bad_port.rc != 0 and "port 70000 is outside 1-65535" in bad_port.result["msg"]
+
+
+def test_missing_token_and_bad_url_are_explained(run_module, dhxds):
+    no_token = run_module("xds_worker", {"api_url": dhxds.url, "id": "w1", "host": HOST, "port": 1})
+    assert no_token.rc != 0
+    assert "requires a token (401 Unauthorized): missing bearer token" in no_token.result["msg"]
+    bad_url = run_module(
+        "xds_worker", {"api_url": "127.0.0.1:8125", "id": "w1", "host": HOST, "port": 1}
+    )
+    assert bad_url.rc != 0 and "must be an http:// or https:// URL" in bad_url.result["msg"]

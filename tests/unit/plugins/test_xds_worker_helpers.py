@@ -88,3 +88,9 @@ def test_diff_text_shows_only_decided_fields():
     text = as_text(HELD)
     assert '"static"' not in text and '"port": 24001' in text
     assert as_text(None) == ""
+
+
+@pytest.mark.parametrize("url", ["", "127.0.0.1:8125", "ftp://x", "http://"])
+def test_api_url_must_be_http(url):
+    with pytest.raises(ApiError, match="must be an http"):
+        XdsApi(url)
