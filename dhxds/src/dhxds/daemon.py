@@ -61,25 +61,31 @@ class Daemon:
         api = Api(self.registry, self.metrics, self.token, self.config.metrics_require_token)
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
-        host, port = split_listen(self.config.api_listen, "api.listen")
-        await web.TCPSite(runner, host, port).start()
-        api.ready = True
-        workers = len(self.registry.workers())
-        log.info(
-            "dhxds serving: xDS on %s, API on %s, %d worker(s), state %s",
-            self.config.xds_listen,
-            self.config.api_listen,
-            workers,
-            self.config.state_path,
-        )
-        sd_notify.notify(f"READY=1\nSTATUS=serving {workers} worker(s)")
-
-        await stop.wait()
-        log.info("shutting down: closing API, then xDS streams (grace %ss)", SHUTDOWN_GRACE_S)
-        sd_notify.notify("STOPPING=1")
-        api.ready = False
-        await runner.cleanup()
-        await grpc_server.stop(SHUTDOWN_GRACE_S)
+        try:
+            host, port = split_listen(self.config.api_listen, "api.listen")
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise OSError(
+                    f"cannot listen for the API on {self.config.api_listen}: {exc}"
+                ) from exc
+            api.ready = True
+            workers = len(self.registry.workers())
+            log.info(
+                "dhxds serving: xDS on %s, API on %s, %d worker(s), state %s",
+                self.config.xds_listen,
+                self.config.api_listen,
+                workers,
+                self.config.state_path,
+            )
+            sd_notify.notify(f"READY=1\nSTATUS=serving {workers} worker(s)")
+            await stop.wait()
+            log.info("shutting down: closing API, then xDS streams (grace %ss)", SHUTDOWN_GRACE_S)
+            sd_notify.notify("STOPPING=1")
+            api.ready = False
+        finally:
+            await runner.cleanup()
+            await grpc_server.stop(SHUTDOWN_GRACE_S)
         log.info("stopped")
 
 

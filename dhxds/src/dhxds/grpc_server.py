@@ -197,7 +197,13 @@ async def start_grpc(servicer: XdsServicer, listen: str) -> grpc.aio.Server:
         ]
     )
     server.add_generic_rpc_handlers(servicer.handlers())
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"cannot listen for xDS on {listen}")
+    try:
+        bound = server.add_insecure_port(listen)
+    except RuntimeError as exc:  # newer grpcio raises instead of returning 0
+        bound, reason = 0, exc
+    else:
+        reason = "address in use or not available"
+    if bound == 0:
+        raise OSError(f"cannot listen for xDS on {listen}: {reason}")
     await server.start()
     return server

@@ -56,3 +56,20 @@ def test_bad_config_is_explained(tmp_path):
         )
         assert result.returncode == 2
         assert "xds.listen must be 'host:port', got 'nowhere'" in result.stderr
+
+
+def test_port_in_use_is_explained(tmp_path, web_api_port):
+    daemon = Daemon(tmp_path, web_api_port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", daemon.api_port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "dhxds", "serve", "--config", str(daemon.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen for the API on 127.0.0.1:{daemon.api_port}" in result.stderr
+    assert "Traceback" not in result.stderr
