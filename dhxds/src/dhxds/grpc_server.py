@@ -115,7 +115,7 @@ class XdsServicer:
         kind = _short(ts.type_url)
         self.metrics.pushes.labels(session.transport, kind).inc()
         log.info(
-            "push %s version=%s resources=%d to node=%s (%s/%s stream %d)",
+            "push %s version=%s resources=%d to node=%s (%s/%s stream %d, %.0f ms since change)",
             kind,
             response.version,
             len(response.resources),
@@ -123,6 +123,7 @@ class XdsServicer:
             session.transport,
             session.service,
             session.id,
+            1000 * (time.monotonic() - ts.sent_at),
         )
         return discovery_pb2.DiscoveryResponse(
             version_info=response.version,
@@ -169,7 +170,13 @@ class XdsServicer:
         if event is Event.ACK:
             self.metrics.acks.labels(session.transport, kind).inc()
             self.metrics.push_latency.labels(kind).observe(time.monotonic() - ts.sent_at)
-            log.debug("node=%s ACK %s version=%s", session.node_id, kind, ts.acked_version)
+            log.debug(
+                "node=%s ACK %s version=%s (%.0f ms after the change)",
+                session.node_id,
+                kind,
+                ts.acked_version,
+                1000 * (time.monotonic() - ts.sent_at),
+            )
             self.cache.node_changed(session)
         elif event is Event.NACK:
             self.metrics.nacks.labels(session.transport, kind).inc()
