@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "dhxds"))  # the integra
 from dhxds.model import Upstream, Worker  # noqa: E402
 from dhxds.registry import STATE_FORMAT  # noqa: E402
 from dhxds.resources import RegistryState  # noqa: E402
-from dhxds.snapshot import V2, V3, Snapshot, new_encoders, version_of  # noqa: E402
-from envoy.service.discovery.v3 import discovery_pb2  # noqa: E402
+from dhxds.snapshot import V2, V3, Snapshot, encode_response, new_encoders, version_of  # noqa: E402
 from xds_harness import (  # noqa: E402
     ENVOY_MAIN,
     HOST,
@@ -250,11 +249,7 @@ def build_cost(workers: int, rounds: int = 5) -> dict:
             snap = Snapshot(state, new_encoders())
             for url in (flavour.cluster_type, flavour.route_type):
                 res = snap.resources(url)
-                payload = discovery_pb2.DiscoveryResponse(
-                    version_info=version_of(res.values()),
-                    resources=[r.any for r in res.values()],
-                    type_url=url,
-                ).SerializeToString()
+                payload = encode_response(version_of(res.values()), "1", url, res.values())
                 sizes[(key, url)] = len(payload)
             out[key].append((time.perf_counter() - t0) * 1000)
         encoders = new_encoders()
@@ -269,11 +264,7 @@ def build_cost(workers: int, rounds: int = 5) -> dict:
         snap = Snapshot(changed, encoders)
         for url in (V3.cluster_type, V3.route_type):
             res = snap.resources(url)
-            discovery_pb2.DiscoveryResponse(
-                version_info=version_of(res.values()),
-                resources=[r.any for r in res.values()],
-                type_url=url,
-            ).SerializeToString()
+            encode_response(version_of(res.values()), "1", url, res.values())
         out["one_change_v3"].append((time.perf_counter() - t0) * 1000)
     return {
         "workers": workers,

@@ -17,7 +17,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from .cache import Session, XdsCache
 from .metrics import Metrics
-from .snapshot import CDS, TYPES, V2, V3
+from .snapshot import CDS, TYPES, V2, V3, encode_response
 from .stream import Event, TypeState
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class XdsServicer:
             handler = grpc.stream_stream_rpc_method_handler(
                 self._stream_handler(transport, kind, default_type),
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+                response_serializer=bytes,  # responses are pre-encoded (encode_response)
             )
             out.append(grpc.method_handlers_generic_handler(service, {method: handler}))
         return out
@@ -111,7 +111,7 @@ class XdsServicer:
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             log.warning("stream %d ended with error: %s", session.id, reader.exception())
 
-    def _send(self, session: Session, ts: TypeState, response) -> discovery_pb2.DiscoveryResponse:
+    def _send(self, session: Session, ts: TypeState, response) -> bytes:
         kind = _short(ts.type_url)
         self.metrics.pushes.labels(session.transport, kind).inc()
         log.info(
@@ -125,12 +125,7 @@ class XdsServicer:
             session.id,
             1000 * (time.monotonic() - ts.sent_at),
         )
-        return discovery_pb2.DiscoveryResponse(
-            version_info=response.version,
-            resources=[res.any for res in response.resources],
-            type_url=ts.type_url,
-            nonce=response.nonce,
-        )
+        return encode_response(response.version, response.nonce, ts.type_url, response.resources)
 
     async def _read(self, session: Session, requests: AsyncIterator, default_type: str | None):
         async for request in requests:

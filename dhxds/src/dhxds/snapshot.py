@@ -11,12 +11,14 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from envoy.api.v2 import route_pb2 as route_v2
 from envoy.api.v2.route import route_components_pb2 as rc_v2
 from envoy.config.route.v3 import route_components_pb2 as rc_v3
 from envoy.config.route.v3 import route_pb2 as route_v3
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from . import resources as v3
@@ -29,12 +31,29 @@ CDS, RDS = "cds", "rds"
 
 @dataclass(frozen=True)
 class Encoded:
-    """One resource as sent: packed, with a digest of its bytes and the clusters it uses."""
+    """One resource as sent: its serialized message, a digest, and the clusters it uses."""
 
     name: str
-    any: any_pb2.Any
+    type_url: str
+    payload: bytes
     digest: str
     refs: frozenset[str] = frozenset()
+
+    @property
+    def any(self) -> any_pb2.Any:
+        return any_pb2.Any(type_url=self.type_url, value=self.payload)
+
+    @cached_property
+    def wire(self) -> bytes:
+        """This resource as one `resources` entry of a DiscoveryResponse, encoded once and
+        shared by every stream and every response that carries it."""
+        return _field(_RESOURCES_FIELD, _field(1, self.type_url.encode()) + _field(2, self.payload))
+
+
+def encode_response(version: str, nonce: str, type_url: str, resources: Iterable[Encoded]) -> bytes:
+    """A serialized DiscoveryResponse (the same bytes for v2 and v3: wire-compatible)."""
+    head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+    return head.SerializeToString() + b"".join(res.wire for res in resources)
 
 
 def digest(data: bytes) -> str:
@@ -49,12 +68,17 @@ def version_of(resources: Iterable[Encoded]) -> str:
     return h.hexdigest()
 
 
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """Protobuf wire encoding of one length-delimited field (tag, length, bytes)."""
     return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -64,10 +88,6 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
-
-
-def _pack(type_url: str, payload: bytes) -> any_pb2.Any:
-    return any_pb2.Any(type_url=type_url, value=payload)
 
 
 @dataclass(frozen=True)
@@ -109,9 +129,11 @@ TYPES: dict[str, tuple[Flavour, str]] = {f.cluster_type: (f, CDS) for f in (V3, 
     f.route_type: (f, RDS) for f in (V3, V2)
 }
 
-# RouteConfiguration.virtual_hosts and VirtualHost.routes: the same numbers in v2 and v3.
+# Field numbers, the same in v2 and v3: RouteConfiguration.virtual_hosts, VirtualHost.routes,
+# DiscoveryResponse.resources.
 _VIRTUAL_HOSTS_FIELD = 2
 _ROUTES_FIELD = 3
+_RESOURCES_FIELD = 2
 
 
 class Encoder:
@@ -130,7 +152,7 @@ class Encoder:
     def _cluster(self, name: str, upstream: Upstream, stat_name: str | None) -> Encoded:
         msg = self.flavour.build_cluster(name, upstream, stat_name)
         payload = msg.SerializeToString(deterministic=True)
-        return Encoded(name, _pack(self.flavour.cluster_type, payload), digest(payload))
+        return Encoded(name, self.flavour.cluster_type, payload, digest(payload))
 
     def clusters(self, state: RegistryState) -> dict[str, Encoded]:
         if self._web_api is None or self._web_api[0] != state.web_api:
@@ -176,7 +198,7 @@ class Encoder:
         payload = config.SerializeToString(deterministic=True) + _field(_VIRTUAL_HOSTS_FIELD, vhost)
         refs = frozenset([WEB_API_CLUSTER, *(cluster_name(w.id) for w in state.workers)])
         name = state.route_config_name
-        return {name: Encoded(name, _pack(self.flavour.route_type, payload), digest(payload), refs)}
+        return {name: Encoded(name, self.flavour.route_type, payload, digest(payload), refs)}
 
 
 class Snapshot:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dhxds.snapshot import Encoded, version_of
 from dhxds.stream import Event, TypeState
-from google.protobuf import any_pb2
 
 ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
 
 def res(name: str, digest: str) -> dict[str, Encoded]:
-    return {name: Encoded(name, any_pb2.Any(), digest)}
+    return {name: Encoded(name, "type", b"", digest)}
 
 
 def send(ts: TypeState, resources: dict[str, Encoded]):
@@ -87,10 +86,10 @@ def test_wildcard_ignores_names_and_reconnect_adopts_known_version():
 def test_refs_cover_sent_and_applied():
     ts = TypeState(ROUTES, wildcard=False)
     ts.on_request("", "", ["rds_config"], None)
-    old = {"rds_config": Encoded("rds_config", any_pb2.Any(), "1", frozenset({"x", "y"}))}
+    old = {"rds_config": Encoded("rds_config", ROUTES, b"", "1", frozenset({"x", "y"}))}
     first = send(ts, old)
     ts.on_request(first.version, first.nonce, ["rds_config"], None)
-    new = {"rds_config": Encoded("rds_config", any_pb2.Any(), "2", frozenset({"x"}))}
+    new = {"rds_config": Encoded("rds_config", ROUTES, b"", "2", frozenset({"x"}))}
     second = send(ts, new)
     assert ts.refs() == {"x", "y"}  # y stays needed until the new routes are ACKed
     ts.on_request(second.version, second.nonce, ["rds_config"], None)
