@@ -312,6 +312,13 @@ def report(results: dict) -> str:
         )
     lines += [
         "",
+        "`change->ACK` is dhxds_push_latency_seconds: from the registry change to Envoy's ACK of",
+        "the CDS response, and of the RDS response that waits for that ACK (make-before-break).",
+        "`Envoy apply` is Envoy's own cluster_manager.cds / rds update_duration. Full-state",
+        "(SotW) CDS resends every cluster and RDS the whole route table (3 routes per worker), so",
+        "Envoy's share grows with the number of workers; the daemon's own share is the",
+        "`one change` column below plus one gRPC write.",
+        "",
         "## Daemon memory (RSS, MB)",
         "",
         "Workers loaded from the state file; then a v3 ADS client and a v2 ADS client each receive",
