@@ -4,6 +4,8 @@
 # install and build offline: containers here cannot reach the package index.
 # Reused when present: dependencies are keyed by dhxds' dependency list and the pins in
 # requirements-dev.txt; the dhxds wheel alone is rebuilt when the daemon's source changes.
+# Also fills $DHOPS_CACHE/standin-wheels/ with the pure-Python HTTP/2 stack the molecule
+# stand-in backends use to speak cleartext HTTP/2 (molecule/resources/standin).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -59,5 +61,15 @@ else
   rm -f "$out"/dhxds-*.whl
   mv "$work"/dist/dhxds-*.whl "$out"/
   echo "$src_key" >"$out/.dhxds-key"
+fi
+standin_out="$DHOPS_CACHE/standin-wheels"
+standin_pins=(h2==4.4.1 hpack==4.2.0 hyperframe==6.1.0)
+if [ "$(cat "$standin_out/.key" 2>/dev/null)" != "${standin_pins[*]}" ]; then
+  log "downloading the stand-ins' HTTP/2 wheels"
+  rm -rf "$standin_out" && mkdir -p "$standin_out"
+  "$python" -m pip download --disable-pip-version-check --only-binary=:all: --no-deps \
+    -d "$standin_out" "${standin_pins[@]}" >"$work/standin.log" 2>&1 \
+    || { tail -20 "$work/standin.log" >&2; die "pip download of ${standin_pins[*]} failed"; }
+  echo "${standin_pins[*]}" >"$standin_out/.key"
 fi
 log "wheelhouse ready: $out ($(find "$out" -maxdepth 1 -name '*.whl' | wc -l) wheels)"

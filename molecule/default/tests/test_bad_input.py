@@ -44,7 +44,7 @@ def test_inventory_without_xds_host_fails_before_changing_anything(tmp_path, env
     run = site("-i", str(inventory))
 
     assert run.returncode != 0
-    assert "one in group `xds`" in run.stdout, run.stdout
+    assert "one in group `xds`" in run.stdout + run.stderr, run.stdout + run.stderr
     assert "PLAY [Run Envoy" not in run.stdout
     assert (envoy_identity(envoy_host), dhxds_pid(xds_host)) == before
 
@@ -65,7 +65,7 @@ def test_malformed_property_file_fails_before_changing_anything(
     run = site("-i", inventory, "-e", f"web_api_service_property_file={broken_property_file}")
 
     assert run.returncode != 0
-    assert "is never closed" in run.stdout, run.stdout
+    assert "is never closed" in run.stdout + run.stderr, run.stdout + run.stderr
     assert "PLAY [Run the dhxds control plane]" not in run.stdout
     assert webapi_host.file(broken_property_file).content_string == BROKEN_TEXT
     assert webapi_host.run(f"ls {broken_property_file}.*").rc != 0, "no backup of a failed edit"

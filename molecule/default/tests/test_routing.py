@@ -1,9 +1,11 @@
 """What a client sees through Envoy's TLS listener: workers by path and by header, the rest
 to web_api_service, websockets through."""
 
+import json
 import ssl
+import subprocess
 
-from conftest import reached
+from conftest import FRONT_DOOR, reached
 from websockets.sync.client import connect
 
 
@@ -60,3 +62,48 @@ def test_websocket_upgrade_passes_to_web_api_service(envoy_ca):
     with connect("wss://127.0.0.1:8443/socket", ssl=context, open_timeout=10) as ws:
         ws.send("hi")
         assert ws.recv(timeout=10) == "web_api_service: hi"
+
+
+def curl_http2(envoy_ca: str, path: str, *args: str) -> tuple[str, dict]:
+    """An HTTP/2 client (curl negotiates h2 over TLS): (protocol version, JSON body)."""
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--http2",
+            "--cacert",
+            envoy_ca,
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version}",
+            *args,
+            FRONT_DOOR + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    body, _, version = done.stdout.rpartition("\n")
+    assert done.returncode == 0, done.stderr
+    return version, json.loads(body)
+
+
+def test_http2_client_reaches_worker_over_http2(envoy_ca):
+    version, body = curl_http2(envoy_ca, "/worker/w1/jsapi/x")
+    assert version == "2"
+    assert (body["server"], body["path"]) == ("w1", "/jsapi/x")
+    assert "upgrade" not in body["headers"]
+
+
+def test_grpc_style_request_routes_by_envoy_prefix_over_http2(envoy_ca):
+    path = "/io.deephaven.proto.backplane.grpc.SessionService/NewSession"
+    headers = ["-H", "envoy-prefix: /worker/w10", "-H", "content-type: application/grpc"]
+    version, body = curl_http2(envoy_ca, path, "-X", "POST", "--data-binary", "x", *headers)
+    assert version == "2"
+    assert (body["server"], body["method"], body["path"]) == ("w10", "POST", path)
+
+
+def test_http2_client_reaches_web_api_service(envoy_ca):
+    version, body = curl_http2(envoy_ca, "/ide/")
+    assert (version, body["server"]) == ("2", "web_api_service")

@@ -1,5 +1,9 @@
 """A worker registered with the xds_worker module becomes routable without touching Envoy,
-and the registry survives a daemon restart."""
+and the registry survives a daemon restart and a reinstall (upgrade) by the xds role."""
+
+import os
+import pathlib
+import subprocess
 
 import pytest
 import requests
@@ -57,3 +61,35 @@ def test_unreachable_api_fails_clearly(api_token):
     )
     assert result.get("failed") is True
     assert "127.0.0.1:18109" in result["msg"]
+
+
+def test_registry_survives_a_reinstall_by_the_role(xds_host, front_door, api_token, w3_registered):
+    """Forget which source is installed, so the role reinstalls dhxds exactly as it does when
+    the daemon's source changed (an upgrade), and restarts it."""
+    assert not w3_registered.get("failed"), w3_registered
+    pid_before = xds_host.run("systemctl show -p MainPID --value dhxds").stdout.strip()
+    assert xds_host.run("rm /opt/dhxds/installed-source.sha256").rc == 0
+    site = pathlib.Path(__file__).resolve().parents[3] / "playbooks" / "site.yml"
+
+    run = subprocess.run(
+        [
+            "ansible-playbook",
+            str(site),
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--limit",
+            "dh-xds",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "RUNNING HANDLER [dhops.envoy.xds : Restart dhxds]" in run.stdout
+    assert xds_host.run("systemctl show -p MainPID --value dhxds").stdout.strip() != pid_before
+    assert xds_host.file("/opt/dhxds/installed-source.sha256").exists
+    headers = {"Authorization": f"Bearer {api_token}"}
+    kept = requests.get(f"{XDS_API}/v1/workers/w3", headers=headers, timeout=10)
+    assert kept.status_code == 200, kept.text
+    assert wait_for_backend(front_door, "/worker/w3/", "w3") == "w3"

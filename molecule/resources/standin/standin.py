@@ -1,21 +1,44 @@
 #!/usr/bin/env python3
 """Stand-in for a Deephaven web_api_service or query worker in molecule scenarios.
 
-Answers every HTTP/1.1 request with JSON naming this server and echoing the method, path and
-headers, so a test can tell which backend Envoy picked and what it forwarded. A websocket
-upgrade is accepted and every text message is echoed back as "<name>: <message>".
-Standard library only, so containers need no package index.
+Answers every request with JSON naming this server and echoing the method, path and headers,
+so a test can tell which backend Envoy picked and what it forwarded. A websocket upgrade is
+accepted and every text message is echoed back as "<name>: <message>".
+HTTP/1.1 needs only the standard library. Cleartext HTTP/2 (prior knowledge, what Envoy sends
+when the client spoke HTTP/2, like a real worker's gRPC) is served when the pure-Python `h2`
+package is importable.
 """
 
 import argparse
 import base64
 import hashlib
 import json
+import socket
 import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+except ImportError:  # HTTP/1.1 only
+    h2 = None
+
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def answer(name: str, method: str, path: str, headers: dict, body: bytes) -> bytes:
+    return json.dumps(
+        {
+            "server": name,
+            "method": method,
+            "path": path,
+            "headers": headers,
+            "body": body.decode(errors="replace"),
+        }
+    ).encode()
 
 
 def websocket_accept(key: str) -> str:
@@ -56,21 +79,56 @@ class StandinHandler(BaseHTTPRequestHandler):
     server_version = "dhops-standin/1"
     name = "standin"
 
+    def handle(self) -> None:
+        if h2 is not None and self.starts_with_http2_preface():
+            self.serve_http2()
+        else:
+            super().handle()
+
+    def starts_with_http2_preface(self) -> bool:
+        seen = b""
+        while len(seen) < len(HTTP2_PREFACE):
+            seen = self.request.recv(len(HTTP2_PREFACE), socket.MSG_PEEK)
+            if not seen or not HTTP2_PREFACE.startswith(seen):
+                return False
+        return True
+
+    def serve_http2(self) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        requests: dict[int, tuple[dict, bytearray]] = {}
+        while data := self.request.recv(65535):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    headers = {k.decode(): v.decode() for k, v in event.headers}
+                    requests[event.stream_id] = (headers, bytearray())
+                elif isinstance(event, h2.events.DataReceived):
+                    requests[event.stream_id][1].extend(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    headers, body = requests.pop(event.stream_id)
+                    pseudo = {k: headers.pop(k) for k in list(headers) if k.startswith(":")}
+                    reply = answer(self.name, pseudo[":method"], pseudo[":path"], headers, body)
+                    response_headers = [
+                        (":status", "200"),
+                        ("content-type", "application/json"),
+                        ("content-length", str(len(reply))),
+                    ]
+                    conn.send_headers(event.stream_id, response_headers)
+                    conn.send_data(event.stream_id, reply, end_stream=True)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.request.sendall(conn.data_to_send())
+                    return
+            self.request.sendall(conn.data_to_send())
+
     def handle_any(self) -> None:
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self.serve_websocket()
             return
         length = int(self.headers.get("Content-Length") or 0)
-        request_body = self.rfile.read(length).decode(errors="replace") if length else ""
-        body = json.dumps(
-            {
-                "server": self.name,
-                "method": self.command,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": request_body,
-            }
-        ).encode()
+        request_body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = answer(self.name, self.command, self.path, headers, request_body)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
