@@ -1,6 +1,7 @@
 """The built tarball is what users install: it must install, ship the daemon's source,
 leave test-only content out, and make roles, modules and playbooks work by FQCN."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -59,9 +60,10 @@ def test_modules_documented_by_fqcn(installed):
 
 def test_roles_document_their_arguments(installed):
     _, env = installed
-    for role in ("dhops.envoy.envoy", "dhops.envoy.xds"):
-        out = run("ansible-doc", "-t", "role", role, env=env)
-        assert "ENTRY POINT: main" in out
+    for role in ("dhops.envoy.envoy", "dhops.envoy.xds", "dhops.envoy.web_api_service"):
+        doc = json.loads(run("ansible-doc", "-t", "role", "--json", role, env=env))
+        entry_points = doc[role]["entry_points"]
+        assert entry_points["main"]["options"], f"{role} documents no variables"
 
 
 def test_playbooks_parse_by_fqcn(installed, tmp_path):
