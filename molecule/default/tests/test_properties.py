@@ -3,7 +3,7 @@ original next to it."""
 
 import pathlib
 
-testinfra_hosts = ["dh-webapi"]
+testinfra_hosts = ["docker://dh-webapi"]
 
 RESOURCES = "/etc/sysconfig/illumon.d/resources"
 HERE = pathlib.Path(__file__).parent

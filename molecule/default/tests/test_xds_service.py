@@ -3,7 +3,7 @@
 import requests
 from conftest import TOKEN_FILE, XDS_API
 
-testinfra_hosts = ["dh-xds"]
+testinfra_hosts = ["docker://dh-xds"]
 
 
 def test_service_running_and_enabled(host):
