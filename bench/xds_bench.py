@@ -43,16 +43,11 @@ from xds_harness import (  # noqa: E402
 class PortEcho(Backends):
     """Backends that answer with the local port they were reached on."""
 
-    async def _start(self, name: str, port: int) -> None:
+    def _handler(self, name: str, port: int):
         async def handle(request: web.Request) -> web.Response:
             return web.json_response({"backend": name, "port": port})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, HOST, port).start()
-        self.runners.append(runner)
+        return handle
 
 
 def write_state(path: Path, count: int, ports: list[int]) -> None:

@@ -8,17 +8,11 @@ import sys
 
 import pytest
 import requests
-from xds_harness import HOST
+from xds_harness import HOST, run_dhxds
 
 
 def _cli(daemon, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dhxds", "workers", *args, "--config", str(daemon.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_dhxds("workers", *args, "--config", str(daemon.config_path), timeout=30)
 
 
 def test_cli_add_list_get_remove(daemon):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 
-from xds_harness import Daemon
+from xds_harness import Daemon, run_dhxds
 
 
 def test_notify_ready_and_graceful_sigterm(tmp_path, web_api_port):
@@ -31,13 +29,7 @@ def test_corrupt_state_file_stops_startup_and_is_left_alone(tmp_path, web_api_po
     daemon = Daemon(tmp_path, web_api_port)
     daemon.state_path.parent.mkdir(parents=True)
     daemon.state_path.write_text('{"format": "dhxds-workers/1", "workers": [{"id": "x"}]}')
-    result = subprocess.run(
-        [sys.executable, "-m", "dhxds", "serve", "--config", str(daemon.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_dhxds("serve", "--config", str(daemon.config_path))
     assert result.returncode == 1
     assert "worker #0: missing required field(s) in worker: host, port" in result.stderr
     assert daemon.state_path.read_text().startswith('{"format": "dhxds-workers/1"')
@@ -47,13 +39,7 @@ def test_bad_config_is_explained(tmp_path):
     config = tmp_path / "bad.yml"
     config.write_text("xds: {listen: nowhere}\n")
     for args in (["serve", "--config", str(config)], ["serve", "--check", "--config", str(config)]):
-        result = subprocess.run(
-            [sys.executable, "-m", "dhxds", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_dhxds(*args)
         assert result.returncode == 2
         assert "xds.listen must be 'host:port', got 'nowhere'" in result.stderr
 
@@ -63,13 +49,7 @@ def test_port_in_use_is_explained(tmp_path, web_api_port):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", daemon.api_port))
         taken.listen()
-        result = subprocess.run(
-            [sys.executable, "-m", "dhxds", "serve", "--config", str(daemon.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_dhxds("serve", "--config", str(daemon.config_path))
     assert result.returncode == 1
     assert f"cannot listen for the API on 127.0.0.1:{daemon.api_port}" in result.stderr
     assert "Traceback" not in result.stderr

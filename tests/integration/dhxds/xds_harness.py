@@ -60,6 +60,17 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     )
 
 
+def run_dhxds(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the dhxds CLI to completion, as an operator would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "dhxds", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -87,7 +98,9 @@ class Backends:
         future.result(10)
         return port
 
-    async def _start(self, name: str, port: int) -> None:
+    def _handler(self, name: str, port: int):
+        """The request handler of one backend; subclasses change what it answers."""
+
         async def handle(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 ws = web.WebSocketResponse()
@@ -106,8 +119,11 @@ class Backends:
                 }
             )
 
+        return handle
+
+    async def _start(self, name: str, port: int) -> None:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
+        app.router.add_route("*", "/{tail:.*}", self._handler(name, port))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, HOST, port).start()

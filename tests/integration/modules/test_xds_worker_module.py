@@ -77,34 +77,19 @@ def test_token_file_on_the_target(run_module, dhxds):
 
 
 def test_custom_prefix_tls_and_no_stripping(run_module, dhxds):
-    result = run_module(
-        "xds_worker",
-        args(
-            dhxds,
-            id="pq-risk",
-            envoy_prefix="/worker/pq-risk",
-            strip_prefix=False,
-            tls=True,
-            tls_sni="w.example.com",
-        ),
+    custom = args(
+        dhxds,
+        id="pq-risk",
+        envoy_prefix="/worker/pq-risk",
+        strip_prefix=False,
+        tls=True,
+        tls_sni="w.example.com",
     )
+    result = run_module("xds_worker", custom)
     assert result.rc == 0, result.result
     held = dhxds.worker("pq-risk")
     assert (held["strip_prefix"], held["tls"], held["tls_sni"]) == (False, True, "w.example.com")
-    assert (
-        run_module(
-            "xds_worker",
-            args(
-                dhxds,
-                id="pq-risk",
-                envoy_prefix="/worker/pq-risk",
-                strip_prefix=False,
-                tls=True,
-                tls_sni="w.example.com",
-            ),
-        ).result["changed"]
-        is False
-    )
+    assert run_module("xds_worker", custom).result["changed"] is False
     # Leaving tls_sni out describes a worker without one: the module removes it.
     dropped = run_module(
         "xds_worker",
