@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration" / "dhxds"))  # the integra
 from dhxds.model import Upstream, Worker  # noqa: E402
 from dhxds.registry import STATE_FORMAT  # noqa: E402
 from dhxds.resources import RegistryState  # noqa: E402
-from dhxds.snapshot import V2, V3, Snapshot, encode_response, new_encoders, version_of  # noqa: E402
+from dhxds.snapshot import Snapshot, encode_response, new_encoders, version_of  # noqa: E402
+from dhxds.xds_types import V2, V3  # noqa: E402
 from xds_harness import (  # noqa: E402
     ENVOY_MAIN,
     HOST,

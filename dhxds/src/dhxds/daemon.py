@@ -1,8 +1,10 @@
-"""`dhxds serve`: wires registry, xDS cache, gRPC server and HTTP API, and runs until SIGTERM."""
+"""`dhxds serve`: wires registry, resolver, xDS core, gRPC server and HTTP API, and runs until
+SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -11,15 +13,19 @@ from aiohttp import web
 
 from . import sd_notify
 from .api import Api
-from .cache import XdsCache
 from .config import Config, read_token, split_listen
-from .grpc_server import XdsServicer, start_grpc
+from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
+from .protocol import XdsCore
 from .registry import JsonFileBackend, Registry
-from .snapshot import V3
+from .resolver import Resolver
+from .resources import RegistryState, is_ip
+from .snapshot import Snapshot, new_encoders
+from .xds_types import V3
 
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 1  # xDS streams never end by themselves; Envoy reconnects
+STARTUP_RESOLVE_S = 5  # how long start-up waits for worker host names to resolve
 
 
 class Daemon:
@@ -33,31 +39,56 @@ class Daemon:
             config.static_workers,
         )
         self.token = read_token(config.token_file)
-        self.cache: XdsCache | None = None
+        self._encoders = new_encoders()
+        self.xds: XdsServer | None = None
+        self.resolver: Resolver | None = None
+
+    def _state(self) -> RegistryState:
+        """The registry's state with the worker host names resolved so far."""
+        assert self.resolver is not None
+        state = self.registry.state()
+        names = {w.host for w in state.workers if not is_ip(w.host)}
+        self.resolver.want(names)
+        known = self.resolver.addresses
+        addresses = tuple(sorted((n, known[n]) for n in names if n in known))
+        return dataclasses.replace(state, addresses=addresses)
+
+    def _snapshot(self, state: RegistryState) -> Snapshot:
+        """Build the new snapshot now (v3 eagerly, v2 on demand)."""
+        start = time.perf_counter()
+        snapshot = Snapshot(state, self._encoders)
+        snapshot.clusters(V3.cluster_type)
+        snapshot.route_config(V3.route_type)
+        self.metrics.build_seconds.observe(time.perf_counter() - start)
+        self.metrics.workers.set(len(state.workers))
+        self.metrics.unresolved.clear()
+        for worker in state.workers:
+            if worker.id in snapshot.unresolved:
+                self.metrics.unresolved.labels(worker.id, worker.host).set(1)
+        return snapshot
 
     def _publish(self) -> None:
-        """Registry changed: build the new snapshot now (v3 eagerly, v2 on demand)."""
-        assert self.cache is not None
-        start = time.perf_counter()
-        self.cache.set_state(self.registry.state())
-        self.cache.snapshot.resources(V3.cluster_type)
-        self.cache.snapshot.resources(V3.route_type)
-        self.metrics.build_seconds.observe(time.perf_counter() - start)
-        self.metrics.workers.set(len(self.registry.workers()))
+        """Registry or name resolution changed: hand the new snapshot to the xDS server."""
+        if self.xds is None:
+            return  # still starting: run() builds the first snapshot itself
+        state = self._state()
+        if state != self.xds.core.snapshot.state:
+            self.xds.set_snapshot(self._snapshot(state))
 
     async def run(self) -> None:
         self.registry.load()
-        self.cache = XdsCache(self.registry.state())
-        self._publish()
+        self.resolver = Resolver(self._publish)
+        self._state()  # starts resolving the stored workers' host names
+        await self.resolver.settle(STARTUP_RESOLVE_S)
+        self.xds = XdsServer(XdsCore(self._snapshot(self._state())), self.metrics)
         self.registry.on_change(self._publish)
+        self.resolver.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-        grpc_server = await start_grpc(
-            XdsServicer(self.cache, self.metrics), self.config.xds_listen
-        )
+        grpc_server = await start_grpc(self.xds, self.config.xds_listen)
         api = Api(self.registry, self.metrics, self.token, self.config.metrics_require_token)
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
@@ -86,6 +117,7 @@ class Daemon:
         finally:
             await runner.cleanup()
             await grpc_server.stop(SHUTDOWN_GRACE_S)
+            await self.resolver.stop()
         log.info("stopped")
 
 

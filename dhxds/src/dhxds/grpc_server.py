@@ -1,204 +1,268 @@
-"""gRPC xDS services: SotW CDS, RDS and ADS, for v3 and v2 transports from one cache.
+"""gRPC xDS services (SotW CDS, RDS and ADS, v3 and v2) around the protocol core.
 
-v2 and v3 DiscoveryRequest/DiscoveryResponse are wire-compatible, so both transports use the
-v3 message classes; the type URL a client asks for picks the resource encoding. All six
-services are registered as generic handlers (xds-protos ships no v2 CDS/RDS stubs).
+This module only moves bytes and wakes streams: every decision is XdsCore's. Each stream is
+one task that sleeps on its wake event and, when woken, sends what `XdsCore.poll` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from .cache import Session, XdsCache
 from .metrics import Metrics
-from .snapshot import CDS, TYPES, V2, V3, encode_response
-from .stream import Event, TypeState
+from .protocol import Event, Request, Response, Stream, XdsCore
+from .snapshot import Snapshot, encode_response
+from .xds_types import SERVICES, TYPES, Service
 
 log = logging.getLogger(__name__)
 
-# (gRPC service, method, transport, service kind, default type URL)
-SERVICES = (
-    (
-        "envoy.service.cluster.v3.ClusterDiscoveryService",
-        "StreamClusters",
-        "v3",
-        "cds",
-        V3.cluster_type,
-    ),
-    ("envoy.service.route.v3.RouteDiscoveryService", "StreamRoutes", "v3", "rds", V3.route_type),
-    (
-        "envoy.service.discovery.v3.AggregatedDiscoveryService",
-        "StreamAggregatedResources",
-        "v3",
-        "ads",
-        None,
-    ),
-    ("envoy.api.v2.ClusterDiscoveryService", "StreamClusters", "v2", "cds", V2.cluster_type),
-    ("envoy.api.v2.RouteDiscoveryService", "StreamRoutes", "v2", "rds", V2.route_type),
-    (
-        "envoy.service.discovery.v2.AggregatedDiscoveryService",
-        "StreamAggregatedResources",
-        "v2",
-        "ads",
-        None,
-    ),
-)
+# Server-side keepalive: a peer that vanished without closing its TCP connection (a dead
+# host, a restarted Envoy behind NAT) is found and its streams closed within ~40 s.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
 
 
-def _short(type_url: str) -> str:
-    return TYPES[type_url][1]
+def _kind(type_url: str) -> str:
+    return TYPES[type_url].kind
 
 
-class XdsServicer:
-    def __init__(self, cache: XdsCache, metrics: Metrics) -> None:
-        self.cache = cache
+class XdsServer:
+    """The core plus one wake event per stream, and waiters for "routable"."""
+
+    def __init__(self, core: XdsCore, metrics: Metrics) -> None:
+        self.core = core
         self.metrics = metrics
+        self._ids = itertools.count(1)
+        self._wake: dict[int, asyncio.Event] = {}
+        self._progress = asyncio.Event()  # replaced each time a node applies something
 
+    # --- inputs from the daemon ----------------------------------------------------------
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        self._wake_streams(self.core.set_snapshot(snapshot))
+        self._progressed()
+
+    # --- what the API asks ---------------------------------------------------------------
+    async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
+        """Wait until every connected node applied the worker's cluster and route; returns
+        the node ids still pending (empty when routable everywhere)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            progress = self._progress
+            pending = self.core.pending_nodes(worker_id)
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                return pending
+            try:
+                await asyncio.wait_for(progress.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def nodes(self) -> list[dict]:
+        out = []
+        for stream in self.core.streams.values():
+            if stream.node is None:
+                continue
+            nack = next(
+                (
+                    {"version": ts.nacked_version, "message": ts.last_error}
+                    for ts in stream.states.values()
+                    if ts.nacked_version is not None
+                ),
+                None,
+            )
+            out.append(
+                {
+                    "id": stream.node[0],
+                    "cluster": stream.node[1],
+                    "api": stream.service.api,
+                    "transport": stream.service.kind,
+                    "peer": stream.peer,
+                    "acked": {
+                        url: ts.acked_version
+                        for url, ts in stream.states.items()
+                        if ts.acked_version is not None
+                    },
+                    "nack": nack,
+                    "connected_since": datetime.fromtimestamp(stream.opened_wall, UTC)
+                    .isoformat(timespec="seconds")
+                    .replace("+00:00", "Z"),
+                }
+            )
+        return sorted(out, key=lambda n: (n["id"], n["connected_since"], n["transport"]))
+
+    # --- gRPC ----------------------------------------------------------------------------
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         out = []
-        for service, method, transport, kind, default_type in SERVICES:
+        for service in SERVICES:
             handler = grpc.stream_stream_rpc_method_handler(
-                self._stream_handler(transport, kind, default_type),
+                self._handler(service),
                 request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                 response_serializer=bytes,  # responses are pre-encoded (encode_response)
             )
-            out.append(grpc.method_handlers_generic_handler(service, {method: handler}))
+            methods = {service.method: handler}
+            out.append(grpc.method_handlers_generic_handler(service.name, methods))
         return out
 
-    def _stream_handler(self, transport: str, kind: str, default_type: str | None):
-        async def handle(requests: AsyncIterator, context) -> AsyncIterator:
-            session = Session(transport, kind, peer=context.peer())
-            async for response in self._serve(session, requests, default_type):
+    def _handler(self, service: Service):
+        async def handle(requests: AsyncIterator, context) -> AsyncIterator[bytes]:
+            stream = Stream(next(self._ids), service, context.peer(), time.monotonic(), time.time())
+            async for response in self._serve(stream, requests):
                 yield response
 
         return handle
 
-    async def _serve(self, session: Session, requests: AsyncIterator, default_type: str | None):
-        self.cache.open(session)
-        gauge = self.metrics.streams.labels(session.transport, session.service)
+    async def _serve(self, stream: Stream, requests: AsyncIterator) -> AsyncIterator[bytes]:
+        self.core.open(stream)
+        wake = self._wake[stream.id] = asyncio.Event()
+        gauge = self.metrics.streams.labels(stream.service.api, stream.service.kind)
         gauge.inc()
-        reader = asyncio.create_task(self._read(session, requests, default_type))
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        reader = asyncio.create_task(self._read(stream, requests))
         try:
             while True:
-                waiter = asyncio.create_task(session.wake.wait())
+                waiter = asyncio.create_task(wake.wait())
                 await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 if reader.done():
                     break
-                session.wake.clear()
-                # CDS before RDS on ADS: a new cluster must be known before a route uses it.
-                for ts in sorted(session.states.values(), key=lambda t: _short(t.type_url) != CDS):
-                    response = self.cache.next_response(session, ts)
-                    if response is not None:
-                        yield self._send(session, ts, response)
+                wake.clear()
+                now = time.monotonic()
+                responses, recheck = self.core.poll(stream.id, now)
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+                if recheck is not None:
+                    timer = loop.call_later(max(0.0, recheck - now), wake.set)
+                for response in responses:
+                    yield self._encode(stream, response)
         finally:
             reader.cancel()
-            self.cache.close(session)
+            if timer is not None:
+                timer.cancel()
+            del self._wake[stream.id]
+            self._wake_streams(self.core.close(stream.id))
+            self._progressed()
             gauge.dec()
             log.info(
                 "stream closed: node=%s %s/%s peer=%s",
-                session.node_id,
-                session.transport,
-                session.service,
-                session.peer,
+                stream.node[0] if stream.node else "?",
+                stream.service.api,
+                stream.service.kind,
+                stream.peer,
             )
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            log.warning("stream %d ended with error: %s", session.id, reader.exception())
+            log.warning("stream %d ended with error: %s", stream.id, reader.exception())
 
-    def _send(self, session: Session, ts: TypeState, response) -> bytes:
-        kind = _short(ts.type_url)
-        self.metrics.pushes.labels(session.transport, kind).inc()
+    def _encode(self, stream: Stream, response: Response) -> bytes:
+        kind = _kind(response.type_url)
+        self.metrics.pushes.labels(stream.service.api, kind).inc()
         log.info(
             "push %s version=%s resources=%d to node=%s (%s/%s stream %d, %.0f ms since change)",
             kind,
             response.version,
             len(response.resources),
-            session.node_id,
-            session.transport,
-            session.service,
-            session.id,
-            1000 * (time.monotonic() - ts.sent_at),
+            stream.node[0] if stream.node else "?",
+            stream.service.api,
+            stream.service.kind,
+            stream.id,
+            1000 * (time.monotonic() - response.since),
         )
-        return encode_response(response.version, response.nonce, ts.type_url, response.resources)
+        return encode_response(
+            response.version, response.nonce, response.type_url, response.resources
+        )
 
-    async def _read(self, session: Session, requests: AsyncIterator, default_type: str | None):
-        async for request in requests:
-            self._on_request(session, request, default_type)
+    async def _read(self, stream: Stream, requests: AsyncIterator) -> None:
+        async for message in requests:
+            self._on_request(stream, message)
 
-    def _on_request(self, session: Session, req, default_type: str | None) -> None:
-        if session.node_key is None and req.HasField("node"):
-            self.cache.set_node(session, (req.node.id, req.node.cluster))
+    def _on_request(self, stream: Stream, msg) -> None:
+        first = stream.node is None and msg.HasField("node")
+        error = None
+        if msg.HasField("error_detail"):
+            error = msg.error_detail.message or f"code {msg.error_detail.code}"
+        req = Request(
+            type_url=msg.type_url or stream.service.default_type or "",
+            version_info=msg.version_info,
+            nonce=msg.response_nonce,
+            names=tuple(msg.resource_names),
+            error=error,
+            node=(msg.node.id, msg.node.cluster) if msg.HasField("node") else None,
+        )
+        event, woken = self.core.on_request(stream.id, req)
+        if first:
             log.info(
                 "stream opened: node=%s cluster=%s %s/%s peer=%s",
-                req.node.id,
-                req.node.cluster,
-                session.transport,
-                session.service,
-                session.peer,
+                msg.node.id,
+                msg.node.cluster,
+                stream.service.api,
+                stream.service.kind,
+                stream.peer,
             )
-        type_url = req.type_url or default_type
-        if type_url not in TYPES or (
-            session.service != "ads" and TYPES[type_url][1] != session.service
-        ):
+        self._wake_streams(woken)
+        node = stream.node[0] if stream.node else "?"
+        if event is Event.UNSUPPORTED:
             log.warning(
                 "node=%s asked %s/%s for unsupported type %r; ignored",
-                session.node_id,
-                session.transport,
-                session.service,
-                type_url,
+                node,
+                stream.service.api,
+                stream.service.kind,
+                req.type_url,
             )
             return
-        ts = session.states.get(type_url)
-        if ts is None:
-            ts = session.states[type_url] = TypeState(type_url, wildcard=_short(type_url) == CDS)
-        error = None
-        if req.HasField("error_detail"):
-            error = req.error_detail.message or f"code {req.error_detail.code}"
-        event = ts.on_request(req.version_info, req.response_nonce, list(req.resource_names), error)
-        kind = _short(type_url)
+        ts = stream.states[req.type_url]
+        kind = _kind(req.type_url)
         if event is Event.ACK:
-            self.metrics.acks.labels(session.transport, kind).inc()
+            self.metrics.acks.labels(stream.service.api, kind).inc()
             self.metrics.push_latency.labels(kind).observe(time.monotonic() - ts.sent_at)
             log.debug(
                 "node=%s ACK %s version=%s (%.0f ms after the change)",
-                session.node_id,
+                node,
                 kind,
                 ts.acked_version,
                 1000 * (time.monotonic() - ts.sent_at),
             )
-            self.cache.node_changed(session)
+            self._progressed()
         elif event is Event.NACK:
-            self.metrics.nacks.labels(session.transport, kind).inc()
+            self.metrics.nacks.labels(stream.service.api, kind).inc()
             log.warning(
-                "node=%s rejected (NACK) %s version=%s: %s",
-                session.node_id,
-                kind,
-                ts.nacked_version,
-                error,
+                "node=%s rejected (NACK) %s version=%s: %s", node, kind, ts.nacked_version, error
             )
         elif event is Event.STALE:
-            log.debug(
-                "node=%s stale nonce %r for %s ignored", session.node_id, req.response_nonce, kind
-            )
-        session.wake.set()
+            log.debug("node=%s stale nonce %r for %s ignored", node, req.nonce, kind)
+
+    def _wake_streams(self, ids: set[int]) -> None:
+        for stream_id in ids:
+            event = self._wake.get(stream_id)
+            if event is not None:
+                event.set()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
 
 
-async def start_grpc(servicer: XdsServicer, listen: str) -> grpc.aio.Server:
+async def start_grpc(server_core: XdsServer, listen: str) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            *KEEPALIVE_OPTIONS,
         ]
     )
-    server.add_generic_rpc_handlers(servicer.handlers())
+    server.add_generic_rpc_handlers(server_core.handlers())
     try:
         bound = server.add_insecure_port(listen)
     except RuntimeError as exc:  # newer grpcio raises instead of returning 0

@@ -27,6 +27,12 @@ class Metrics:
             registry=self.registry,
         )
         self.workers = Gauge("dhxds_workers", "Registered workers", registry=self.registry)
+        self.unresolved = Gauge(
+            "dhxds_worker_unresolved",
+            "1 for each worker whose host name dhxds cannot resolve (not routable until it does)",
+            ["worker", "host"],
+            registry=self.registry,
+        )
         self.push_latency = Histogram(
             "dhxds_push_latency_seconds",
             "From a registry change to Envoy's ACK of the resulting response",

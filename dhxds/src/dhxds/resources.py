@@ -37,14 +37,30 @@ class RegistryState:
     workers: tuple[Worker, ...]  # sorted by id
     web_api: Upstream
     route_config_name: str
+    # Worker host names resolved by dhxds, sorted: ((name, (address, ...)), ...). A worker
+    # whose name is absent is not routable yet (see resolver.py).
+    addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 _IPV4_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     # Hosts are validated in model.py, where all-numeric DNS names are refused.
     return ":" in host or _IPV4_RE.match(host) is not None
+
+
+def routable_workers(state: RegistryState) -> list[tuple[Worker, tuple[str, ...] | None]]:
+    """Workers Envoy can reach now, each with the addresses dhxds resolved for its name
+    (None for an IP address). A worker whose name is unresolved is left out."""
+    resolved = dict(state.addresses)
+    out = []
+    for worker in state.workers:
+        if is_ip(worker.host):
+            out.append((worker, None))
+        elif worker.host in resolved:
+            out.append((worker, resolved[worker.host]))
+    return out
 
 
 def _protocol_options(upstream: Upstream) -> any_pb2.Any:
@@ -80,14 +96,19 @@ def _tls_socket(upstream: Upstream) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)
 
 
-def _full_cluster(name: str, upstream: Upstream) -> cluster_pb2.Cluster:
-    """The readable definition of a cluster; build_cluster copies it as a template."""
+def _full_cluster(
+    name: str, upstream: Upstream, hosts: tuple[str, ...] | None = None
+) -> cluster_pb2.Cluster:
+    """The readable definition of a cluster; build_cluster copies it as a template.
+
+    `hosts` are addresses resolved by dhxds: a STATIC cluster is ready as soon as Envoy
+    ACKs it, while a STRICT_DNS one still warms after the ACK (a route could see a 503).
+    """
+    static = hosts is not None or is_ip(upstream.host)
     cluster = cluster_pb2.Cluster(
         name=name,
         connect_timeout=duration_pb2.Duration(seconds=CONNECT_TIMEOUT_S),
-        type=cluster_pb2.Cluster.STATIC
-        if _is_ip(upstream.host)
-        else cluster_pb2.Cluster.STRICT_DNS,
+        type=cluster_pb2.Cluster.STATIC if static else cluster_pb2.Cluster.STRICT_DNS,
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=name,
             endpoints=[
@@ -97,11 +118,12 @@ def _full_cluster(name: str, upstream: Upstream) -> cluster_pb2.Cluster:
                             endpoint=endpoint_components_pb2.Endpoint(
                                 address=address_pb2.Address(
                                     socket_address=address_pb2.SocketAddress(
-                                        address=upstream.host, port_value=upstream.port
+                                        address=host, port_value=upstream.port
                                     )
                                 )
                             )
                         )
+                        for host in hosts or (upstream.host,)
                     ]
                 )
             ],
@@ -119,18 +141,24 @@ def _cluster_template(upstream_protocol: str, is_ip: bool) -> cluster_pb2.Cluste
     return _full_cluster("template", Upstream(host, 1, upstream_protocol))
 
 
-def build_cluster(name: str, upstream: Upstream, stat_name: str | None = None):
-    if upstream.tls:
-        cluster = _full_cluster(name, upstream)
+def build_cluster(
+    name: str,
+    upstream: Upstream,
+    stat_name: str | None = None,
+    hosts: tuple[str, ...] | None = None,
+):
+    if upstream.tls or (hosts is not None and len(hosts) != 1):
+        cluster = _full_cluster(name, upstream, hosts)
     else:
         # Copying a prebuilt template is ~4x faster than building nested protos field by field,
         # which matters at 10,000 workers.
         cluster = cluster_pb2.Cluster()
-        cluster.CopyFrom(_cluster_template(upstream.upstream_protocol, _is_ip(upstream.host)))
+        static = hosts is not None or is_ip(upstream.host)
+        cluster.CopyFrom(_cluster_template(upstream.upstream_protocol, static))
         cluster.name = name
         cluster.load_assignment.cluster_name = name
         sock = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
-        sock.address = upstream.host
+        sock.address = hosts[0] if hosts else upstream.host
         sock.port_value = upstream.port
     if stat_name:
         cluster.alt_stat_name = stat_name
@@ -216,9 +244,9 @@ def default_route() -> rc.Route:
 
 def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
     clusters = {WEB_API_CLUSTER: build_cluster(WEB_API_CLUSTER, state.web_api)}
-    for worker in state.workers:
+    for worker, hosts in routable_workers(state):
         name = cluster_name(worker.id)
-        clusters[name] = build_cluster(name, worker, stat_name=worker_stat_name(worker.id))
+        clusters[name] = build_cluster(name, worker, worker_stat_name(worker.id), hosts)
     return clusters
 
 
@@ -230,7 +258,7 @@ def worker_stat_name(worker_id: str) -> str:
 def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
     """Worker routes first (first match wins), the catch-all to web_api_service last."""
     routes: list[rc.Route] = []
-    for worker in state.workers:
+    for worker, _ in routable_workers(state):
         routes.extend(worker_routes(worker).routes)
     routes.append(default_route())
     return route_pb2.RouteConfiguration(

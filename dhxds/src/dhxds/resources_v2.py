@@ -19,7 +19,8 @@ from .resources import (
     PREFIX_HEADER,
     VIRTUAL_HOST,
     RegistryState,
-    _is_ip,
+    is_ip,
+    routable_workers,
     worker_stat_name,
 )
 
@@ -29,14 +30,16 @@ _ZERO = duration_pb2.Duration(seconds=0)
 
 
 def build_cluster(
-    name: str, upstream: Upstream, stat_name: str | None = None
+    name: str,
+    upstream: Upstream,
+    stat_name: str | None = None,
+    hosts: tuple[str, ...] | None = None,
 ) -> cluster_pb2.Cluster:
+    static = hosts is not None or is_ip(upstream.host)
     cluster = cluster_pb2.Cluster(
         name=name,
         connect_timeout=duration_pb2.Duration(seconds=CONNECT_TIMEOUT_S),
-        type=cluster_pb2.Cluster.STATIC
-        if _is_ip(upstream.host)
-        else cluster_pb2.Cluster.STRICT_DNS,
+        type=cluster_pb2.Cluster.STATIC if static else cluster_pb2.Cluster.STRICT_DNS,
         load_assignment=endpoint_pb2.ClusterLoadAssignment(
             cluster_name=name,
             endpoints=[
@@ -46,11 +49,12 @@ def build_cluster(
                             endpoint=ec.Endpoint(
                                 address=address_pb2.Address(
                                     socket_address=address_pb2.SocketAddress(
-                                        address=upstream.host, port_value=upstream.port
+                                        address=host, port_value=upstream.port
                                     )
                                 )
                             )
                         )
+                        for host in hosts or (upstream.host,)
                     ]
                 )
             ],
@@ -121,15 +125,15 @@ def default_route() -> rc.Route:
 
 def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
     clusters = {WEB_API_CLUSTER: build_cluster(WEB_API_CLUSTER, state.web_api)}
-    for worker in state.workers:
+    for worker, hosts in routable_workers(state):
         name = cluster_name(worker.id)
-        clusters[name] = build_cluster(name, worker, stat_name=worker_stat_name(worker.id))
+        clusters[name] = build_cluster(name, worker, worker_stat_name(worker.id), hosts)
     return clusters
 
 
 def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
     routes: list[rc.Route] = []
-    for worker in state.workers:
+    for worker, _ in routable_workers(state):
         routes.extend(_worker_route_list(worker))
     routes.append(default_route())
     return route_pb2.RouteConfiguration(

@@ -3,41 +3,41 @@
 A snapshot encodes lazily per type URL, so v2 resources are only built while a v2 client is
 connected. Encoders keep each worker's encoded cluster and routes across snapshots: one
 registration re-encodes one worker, not all of them.
+
+Route configurations can be assembled for a subset of the workers (those whose clusters a
+node has ACKed), so a node's routes never wait for clusters it does not have yet.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
-from envoy.api.v2 import route_pb2 as route_v2
-from envoy.api.v2.route import route_components_pb2 as rc_v2
-from envoy.config.route.v3 import route_components_pb2 as rc_v3
-from envoy.config.route.v3 import route_pb2 as route_v3
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from . import resources as v3
-from . import resources_v2 as v2
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
-from .resources import RegistryState
-
-CDS, RDS = "cds", "rds"
+from .resources import VIRTUAL_HOST, RegistryState, routable_workers, worker_stat_name
+from .xds_types import CDS, FLAVOURS, TYPES, Flavour
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """One resource as sent: its serialized message, a digest, and the clusters it uses."""
+    """One resource as sent: its serialized message, a digest, and the clusters it uses.
+
+    For a route configuration, `members` names each worker route it holds with the digest of
+    that route, so "has this node applied worker w's current route" is a set lookup.
+    """
 
     name: str
     type_url: str
     payload: bytes
     digest: str
     refs: frozenset[str] = frozenset()
+    members: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def any(self) -> any_pb2.Any:
@@ -90,45 +90,6 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-@dataclass(frozen=True)
-class Flavour:
-    """One resource API version: its type URLs and builders."""
-
-    api: str
-    cluster_type: str
-    route_type: str
-    build_cluster: Callable[..., Any]
-    worker_routes: Callable[[Worker], Any]
-    default_route: Callable[[], Any]
-    route_config: type
-    virtual_host: type
-
-
-V3 = Flavour(
-    "v3",
-    v3.CLUSTER_TYPE,
-    v3.ROUTE_TYPE,
-    v3.build_cluster,
-    v3.worker_routes,
-    v3.default_route,
-    route_v3.RouteConfiguration,
-    rc_v3.VirtualHost,
-)
-V2 = Flavour(
-    "v2",
-    v2.CLUSTER_TYPE,
-    v2.ROUTE_TYPE,
-    v2.build_cluster,
-    v2.worker_routes,
-    v2.default_route,
-    route_v2.RouteConfiguration,
-    rc_v2.VirtualHost,
-)
-# type URL -> (flavour, cds|rds)
-TYPES: dict[str, tuple[Flavour, str]] = {f.cluster_type: (f, CDS) for f in (V3, V2)} | {
-    f.route_type: (f, RDS) for f in (V3, V2)
-}
-
 # Field numbers, the same in v2 and v3: RouteConfiguration.virtual_hosts, VirtualHost.routes,
 # DiscoveryResponse.resources.
 _VIRTUAL_HOSTS_FIELD = 2
@@ -136,69 +97,91 @@ _ROUTES_FIELD = 3
 _RESOURCES_FIELD = 2
 
 
+@dataclass(frozen=True)
+class WorkerRoutes:
+    """One worker's encoded routes (repeated VirtualHost.routes fields) and their digest."""
+
+    cluster: str
+    payload: bytes
+    digest: str
+
+
 class Encoder:
     """Encodes one flavour; remembers per-worker results of the previous state.
 
-    Caches are keyed by worker id and hold (worker, result): the registry keeps its Worker
+    Caches are keyed by worker id and hold (key, result): the registry keeps its Worker
     objects, so an unchanged worker is found with an identity check, not a field compare.
     """
 
     def __init__(self, flavour: Flavour) -> None:
         self.flavour = flavour
         self._web_api: tuple[Upstream, Encoded] | None = None
-        self._clusters: dict[str, tuple[Worker, Encoded]] = {}
-        self._routes: dict[str, tuple[Worker, bytes]] = {}
+        self._clusters: dict[str, tuple[Worker, tuple[str, ...] | None, Encoded]] = {}
+        self._routes: dict[str, tuple[Worker, WorkerRoutes]] = {}
 
-    def _cluster(self, name: str, upstream: Upstream, stat_name: str | None) -> Encoded:
-        msg = self.flavour.build_cluster(name, upstream, stat_name)
+    def _cluster(
+        self, name: str, upstream: Upstream, stat_name: str | None, hosts: tuple[str, ...] | None
+    ) -> Encoded:
+        msg = self.flavour.build_cluster(name, upstream, stat_name, hosts)
         payload = msg.SerializeToString(deterministic=True)
         return Encoded(name, self.flavour.cluster_type, payload, digest(payload))
 
-    def clusters(self, state: RegistryState) -> dict[str, Encoded]:
-        if self._web_api is None or self._web_api[0] != state.web_api:
-            self._web_api = (state.web_api, self._cluster(WEB_API_CLUSTER, state.web_api, None))
+    def clusters(
+        self, web_api: Upstream, routable: list[tuple[Worker, tuple[str, ...] | None]]
+    ) -> dict[str, Encoded]:
+        if self._web_api is None or self._web_api[0] != web_api:
+            self._web_api = (web_api, self._cluster(WEB_API_CLUSTER, web_api, None, None))
         out = {WEB_API_CLUSTER: self._web_api[1]}
         cache, fresh = self._clusters, {}
-        for worker in state.workers:
+        for worker, hosts in routable:
             hit = cache.get(worker.id)
-            if hit is None or (hit[0] is not worker and hit[0] != worker):
+            if hit is None or hit[1] != hosts or (hit[0] is not worker and hit[0] != worker):
                 name = cluster_name(worker.id)
-                hit = (worker, self._cluster(name, worker, v3.worker_stat_name(worker.id)))
+                stat = worker_stat_name(worker.id)
+                hit = (worker, hosts, self._cluster(name, worker, stat, hosts))
             fresh[worker.id] = hit
-            out[hit[1].name] = hit[1]
+            out[hit[2].name] = hit[2]
         self._clusters = fresh
         return out
 
-    def _worker_route_bytes(self, worker: Worker) -> bytes:
-        # A VirtualHost with only `routes` set serialises to exactly its repeated route fields.
-        return self.flavour.worker_routes(worker).SerializeToString(deterministic=True)
-
-    def route_configs(self, state: RegistryState) -> dict[str, Encoded]:
-        # The RouteConfiguration is assembled from per-worker encoded routes: concatenating
-        # repeated fields is valid protobuf and avoids re-serialising every route per change.
+    def worker_routes(self, routable: tuple[Worker, ...]) -> dict[str, WorkerRoutes]:
         cache, fresh = self._routes, {}
-        parts = []
-        for worker in state.workers:
+        for worker in routable:
             hit = cache.get(worker.id)
             if hit is None or (hit[0] is not worker and hit[0] != worker):
-                hit = (worker, self._worker_route_bytes(worker))
+                # A VirtualHost with only `routes` set serialises to its repeated route fields.
+                raw = self.flavour.worker_routes(worker).SerializeToString(deterministic=True)
+                hit = (worker, WorkerRoutes(cluster_name(worker.id), raw, digest(raw)))
             fresh[worker.id] = hit
-            parts.append(hit[1])
         self._routes = fresh
-        head = self.flavour.virtual_host(name=v3.VIRTUAL_HOST, domains=["*"])
+        return {worker_id: hit[1] for worker_id, hit in fresh.items()}
+
+    def route_config(self, name: str, parts: Iterable[WorkerRoutes]) -> Encoded:
+        # Assembled from per-worker encoded routes: concatenating repeated fields is valid
+        # protobuf and avoids re-serialising every route per change.
+        parts = list(parts)
+        head = self.flavour.virtual_host(name=VIRTUAL_HOST, domains=["*"])
         default = self.flavour.default_route().SerializeToString(deterministic=True)
         vhost = b"".join(
             [
                 head.SerializeToString(deterministic=True),
-                *parts,
+                *(p.payload for p in parts),
                 _field(_ROUTES_FIELD, default),
             ]
         )
-        config = self.flavour.route_config(name=state.route_config_name)
+        config = self.flavour.route_config(name=name)
         payload = config.SerializeToString(deterministic=True) + _field(_VIRTUAL_HOSTS_FIELD, vhost)
-        refs = frozenset([WEB_API_CLUSTER, *(cluster_name(w.id) for w in state.workers)])
-        name = state.route_config_name
-        return {name: Encoded(name, self.flavour.route_type, payload, digest(payload), refs)}
+        return Encoded(
+            name,
+            self.flavour.route_type,
+            payload,
+            digest(payload),
+            refs=frozenset([WEB_API_CLUSTER, *(p.cluster for p in parts)]),
+            members=frozenset((p.cluster, p.digest) for p in parts),
+        )
+
+
+_SUBSET_CACHE = 8  # route configurations for partial cluster sets, per snapshot and type
 
 
 class Snapshot:
@@ -208,19 +191,63 @@ class Snapshot:
         self.state = state
         self.created = time.monotonic()
         self._encoders = encoders
-        self._by_type: dict[str, dict[str, Encoded]] = {}
+        self._routable = routable_workers(state)
+        self.routable = tuple(worker for worker, _ in self._routable)
+        # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
+        ids = {w.id for w in self.routable}
+        self.unresolved = tuple(w.id for w in state.workers if w.id not in ids)
+        self._clusters: dict[str, dict[str, Encoded]] = {}
+        self._worker_routes: dict[str, dict[str, WorkerRoutes]] = {}
+        self._route_configs: dict[tuple[str, frozenset[str]], Encoded] = {}
+
+    def clusters(self, type_url: str) -> dict[str, Encoded]:
+        """Every cluster of this state, by name (built on first use)."""
+        if type_url not in self._clusters:
+            encoder = self._encoders[TYPES[type_url].api]
+            self._clusters[type_url] = encoder.clusters(self.state.web_api, self._routable)
+        return self._clusters[type_url]
+
+    def _parts(self, type_url: str) -> dict[str, WorkerRoutes]:
+        if type_url not in self._worker_routes:
+            encoder = self._encoders[TYPES[type_url].api]
+            self._worker_routes[type_url] = encoder.worker_routes(self.routable)
+        return self._worker_routes[type_url]
+
+    def route_config(self, type_url: str, have: frozenset[str] | None = None) -> Encoded | None:
+        """The route configuration with the routes of workers whose clusters are in `have`
+        (None: all workers); None when even web_api_service is missing from `have`."""
+        if have is not None and WEB_API_CLUSTER not in have:
+            return None
+        parts = self._parts(type_url)
+        missing = (
+            frozenset()
+            if have is None
+            else frozenset(wid for wid, p in parts.items() if p.cluster not in have)
+        )
+        key = (type_url, missing)
+        config = self._route_configs.get(key)
+        if config is None:
+            partial = [k for k in self._route_configs if k[1]]
+            if len(partial) >= _SUBSET_CACHE:
+                del self._route_configs[partial[0]]
+            encoder = self._encoders[TYPES[type_url].api]
+            chosen = (p for wid, p in parts.items() if wid not in missing)
+            config = self._route_configs[key] = encoder.route_config(
+                self.state.route_config_name, chosen
+            )
+        return config
+
+    def worker_route(self, type_url: str, worker_id: str) -> WorkerRoutes | None:
+        return self._parts(type_url).get(worker_id)
 
     def resources(self, type_url: str) -> dict[str, Encoded]:
-        """All resources of a known type URL, by name (built on first use)."""
-        if type_url not in self._by_type:
-            flavour, kind = TYPES[type_url]
-            encoder = self._encoders[flavour.api]
-            built = (
-                encoder.clusters(self.state) if kind == CDS else encoder.route_configs(self.state)
-            )
-            self._by_type[type_url] = built
-        return self._by_type[type_url]
+        """All resources of a type URL as the registry has them, by name."""
+        if TYPES[type_url].kind == CDS:
+            return self.clusters(type_url)
+        config = self.route_config(type_url)
+        assert config is not None
+        return {config.name: config}
 
 
 def new_encoders() -> dict[str, Encoder]:
-    return {V3.api: Encoder(V3), V2.api: Encoder(V2)}
+    return {api: Encoder(flavour) for api, flavour in FLAVOURS.items()}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dhxds.model import Upstream, Worker
 from dhxds.resources import RegistryState
-from dhxds.snapshot import V2, V3, Snapshot, new_encoders, version_of
+from dhxds.snapshot import Snapshot, new_encoders, version_of
+from dhxds.xds_types import V2, V3
 from envoy.api.v2 import cluster_pb2 as cluster_v2
 from envoy.api.v2 import route_pb2 as route_v2
 from envoy.config.cluster.v3 import cluster_pb2
@@ -14,10 +15,13 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from dhxds import resources, resources_v2
 
+# What dhxds' resolver found for worker host names (resolver.py); others stay unresolved.
+RESOLVED = (("dh-host.example", ("10.9.9.9", "10.9.9.10")),)
 
-def state(*workers: dict, web=("127.0.0.1", 8123)) -> RegistryState:
+
+def state(*workers: dict, web=("127.0.0.1", 8123), addresses=RESOLVED) -> RegistryState:
     built = sorted((Worker.from_dict(w) for w in workers), key=lambda w: w.id)
-    return RegistryState(tuple(built), Upstream(*web), "rds_config")
+    return RegistryState(tuple(built), Upstream(*web), "rds_config", addresses)
 
 
 W1 = {"id": "w1", "host": "10.0.0.1", "port": 9001}
@@ -36,9 +40,14 @@ def test_v3_clusters():
     clusters = resources.build_clusters(state(W1, W10, {**W1, "id": "a.b", "tls": True}))
     assert list(clusters) == ["web_api_service", "worker_a.b", "worker_w1", "worker_w10"]
     w1, w10 = clusters["worker_w1"], clusters["worker_w10"]
-    assert w1.type == cluster_pb2.Cluster.STATIC and w10.type == cluster_pb2.Cluster.STRICT_DNS
-    sock = w10.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
-    assert (sock.address, sock.port_value) == ("dh-host.example", 9010)
+    # A name dhxds resolved is a STATIC cluster of its addresses: ready when Envoy ACKs it.
+    assert w1.type == cluster_pb2.Cluster.STATIC and w10.type == cluster_pb2.Cluster.STATIC
+    endpoints = w10.load_assignment.endpoints[0].lb_endpoints
+    socks = [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for e in endpoints
+    ]
+    assert socks == [("10.9.9.9", 9010), ("10.9.9.10", 9010)]
     assert w10.load_assignment.cluster_name == "worker_w10"
     assert _protocol(w1).HasField("use_downstream_protocol_config")
     assert clusters["worker_a.b"].alt_stat_name == "worker_a_b"
@@ -46,6 +55,21 @@ def test_v3_clusters():
     clusters["worker_a.b"].transport_socket.typed_config.Unpack(tls)
     assert tls.sni == "10.0.0.1"
     assert not w1.HasField("transport_socket")
+
+
+def test_unresolved_worker_names_stay_out_of_envoy_and_web_api_names_stay_dns():
+    """A worker whose name dhxds cannot resolve gets neither cluster nor route (its requests
+    go to web_api_service); web_api_service exists from the start, so Envoy resolves it."""
+    st = state(W1, W10, web=("dh-infra.example", 8123), addresses=())
+    for module in (resources, resources_v2):
+        clusters = module.build_clusters(st)
+        assert list(clusters) == ["web_api_service", "worker_w1"]
+        assert clusters["web_api_service"].type == cluster_pb2.Cluster.STRICT_DNS
+        routes = module.build_route_config(st).virtual_hosts[0].routes
+        assert {r.route.cluster for r in routes} == {"worker_w1", "web_api_service"}
+    snap = Snapshot(st, new_encoders())
+    assert snap.unresolved == ("w10",)
+    assert set(snap.clusters(V3.cluster_type)) == {"web_api_service", "worker_w1"}
 
 
 def test_v3_protocol_override():

@@ -1,0 +1,322 @@
+"""The xDS protocol core (state of the world): per-stream, per-type state machines and the
+per-node ordering rules, as plain functions of (state, request, now).
+
+No gRPC and no event loop here: grpc_server.py only moves bytes and wakes streams, and the
+property tests drive this module directly. The rules (docs/design.md, "Ordering and ACKs"):
+
+1. One response in flight per type and stream. While it is unanswered, changes coalesce;
+   its ACK or NACK lets the newest state go out. So an ACK always names the last response
+   sent and is never dropped as stale during a burst.
+2. A request whose nonce is not the last one sent is stale and ignored.
+3. A NACK parks the rejected version: it is not sent again, only a different one (or an
+   answer to a subscription change) is.
+4. Make-before-break: a stream gets the routes of exactly those workers whose clusters its
+   CDS view has ACKed, so a route never names a cluster Envoy does not have; a cluster stays
+   in CDS while a route sent to or applied by the same Envoy still names it.
+5. The CDS view of a stream is its own CDS subscription (ADS), else the newest CDS stream of
+   the same node and API on the same connection: one Envoy multiplexes its xDS streams over
+   one connection to dhxds. Streams of an earlier connection that went silent (a dead peer,
+   a restarted Envoy) never hold a newer one back.
+6. A stream without a CDS view (static clusters, a debugging client) gets the full route
+   configuration once `cds_grace` has passed since it opened; the grace lets a CDS stream
+   that reconnects a little later come first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .model import cluster_name
+from .snapshot import Encoded, Snapshot, version_of
+from .xds_types import CDS, FLAVOURS, TYPES, ResourceType, Service
+
+CDS_GRACE_S = 2.0
+NodeKey = tuple[str, str]  # (node.id, node.cluster)
+
+
+class Event(enum.Enum):
+    INITIAL = "initial"  # first request of this type on the stream
+    ACK = "ack"
+    NACK = "nack"
+    STALE = "stale"  # answers an older response; ignored
+    REQUEST = "request"  # neither ACK nor NACK: no nonce, or the response was answered already
+    UNSUPPORTED = "unsupported"  # a type URL this stream does not carry; ignored
+
+
+@dataclass(frozen=True)
+class Request:
+    """The parts of a DiscoveryRequest the protocol looks at."""
+
+    type_url: str
+    version_info: str = ""
+    nonce: str = ""
+    names: tuple[str, ...] = ()
+    error: str | None = None  # error_detail.message; None when there is no error_detail
+    node: NodeKey | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    type_url: str
+    version: str
+    nonce: str
+    resources: tuple[Encoded, ...]
+    since: float  # monotonic time of the change (or request) this answers, for latency
+
+
+@dataclass
+class TypeState:
+    """One resource type on one stream."""
+
+    rtype: ResourceType
+    subscribed: frozenset[str] = frozenset()
+    nonce_seq: int = 0
+    sent_nonce: str | None = None
+    in_flight: bool = False  # the last response is not ACKed or NACKed yet
+    sent_version: str | None = None
+    sent: dict[str, Encoded] = field(default_factory=dict)
+    sent_at: float = 0.0
+    acked_version: str | None = None
+    acked: dict[str, Encoded] | None = None  # None: nothing known to be applied yet
+    nacked_version: str | None = None
+    last_error: str = ""
+    resend: bool = False  # a (re)subscription asks for an answer even if unchanged
+    client_version: str = ""  # version_info of the first request (after a reconnect)
+
+    def on_request(self, req: Request) -> Event:
+        if self.sent_nonce is None and not req.nonce:
+            self.subscribed = frozenset(req.names)
+            self.client_version = self.client_version or req.version_info
+            self.resend = True
+            return Event.INITIAL
+        if req.nonce and req.nonce != self.sent_nonce:
+            return Event.STALE
+        names = frozenset(req.names)
+        if names != self.subscribed:
+            self.subscribed = names
+            self.resend = self.resend or not self.rtype.wildcard
+        if not req.nonce or not self.in_flight:
+            return Event.REQUEST
+        self.in_flight = False
+        if req.error is not None:
+            # The NACK is the client's newest word on this type: an earlier resubscription
+            # is answered only by a different version, never by the rejected one again.
+            self.nacked_version = self.sent_version
+            self.last_error = req.error
+            self.resend = False
+            return Event.NACK
+        self.acked_version = self.sent_version
+        self.acked = self.sent
+        self.nacked_version = None
+        return Event.ACK
+
+    def send(self, version: str, resources: dict[str, Encoded], since: float) -> Response:
+        self.nonce_seq += 1
+        self.sent_nonce = str(self.nonce_seq)
+        self.in_flight = True
+        self.sent_version = version
+        self.sent = resources
+        self.sent_at = since
+        self.resend = False
+        ordered = tuple(resources[name] for name in sorted(resources))
+        return Response(self.rtype.type_url, version, self.sent_nonce, ordered, since)
+
+    def adopt(self, version: str, resources: dict[str, Encoded]) -> None:
+        """The client already holds exactly these (a reconnect): record them as applied."""
+        self.acked_version = self.sent_version = version
+        self.acked = self.sent = resources
+        self.resend = False
+
+    def refs(self) -> set[str]:
+        """Clusters named by route configurations sent or applied on this stream."""
+        out: set[str] = set()
+        for held in (self.sent, self.acked or {}):
+            for res in held.values():
+                out |= res.refs
+        return out
+
+
+@dataclass(eq=False)
+class Stream:
+    id: int
+    service: Service
+    peer: str = ""
+    opened: float = 0.0  # monotonic
+    opened_wall: float = 0.0  # epoch seconds, for operators
+    node: NodeKey | None = None
+    states: dict[str, TypeState] = field(default_factory=dict)
+
+    @property
+    def cluster_type(self) -> str:
+        return FLAVOURS[self.service.api].cluster_type
+
+    @property
+    def route_type(self) -> str:
+        return FLAVOURS[self.service.api].route_type
+
+
+class XdsCore:
+    """Every open stream, grouped by node, and the current snapshot.
+
+    Each call returns the ids of the streams that must be polled again; `poll` returns what a
+    stream sends now and when to poll it again if it is waiting for time to pass.
+    """
+
+    def __init__(self, snapshot: Snapshot, cds_grace: float = CDS_GRACE_S) -> None:
+        self.snapshot = snapshot
+        self.cds_grace = cds_grace
+        self.streams: dict[int, Stream] = {}
+        self._nodes: dict[NodeKey, list[Stream]] = {}  # oldest first
+
+    # --- inputs --------------------------------------------------------------------------
+    def set_snapshot(self, snapshot: Snapshot) -> set[int]:
+        self.snapshot = snapshot
+        return set(self.streams)
+
+    def open(self, stream: Stream) -> None:
+        self.streams[stream.id] = stream
+
+    def close(self, stream_id: int) -> set[int]:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None or stream.node is None:
+            return set()
+        peers = self._nodes.get(stream.node, [])
+        if stream in peers:
+            peers.remove(stream)
+        if not peers:
+            self._nodes.pop(stream.node, None)
+        return {s.id for s in peers}
+
+    def on_request(self, stream_id: int, req: Request) -> tuple[Event, set[int]]:
+        stream = self.streams[stream_id]
+        if stream.node is None and req.node is not None:
+            stream.node = req.node
+            self._nodes.setdefault(req.node, []).append(stream)
+        rtype = TYPES.get(req.type_url)
+        if rtype is None or not stream.service.carries(rtype):
+            return Event.UNSUPPORTED, set()
+        ts = stream.states.get(rtype.type_url)
+        if ts is None:
+            ts = stream.states[rtype.type_url] = TypeState(rtype)
+        event = ts.on_request(req)
+        if event is Event.STALE:
+            return event, set()
+        # An ACK, NACK or new subscription can change what the node's other streams may get.
+        return event, {stream.id, *(s.id for s in self._node_streams(stream))}
+
+    # --- decisions -----------------------------------------------------------------------
+    def poll(self, stream_id: int, now: float) -> tuple[list[Response], float | None]:
+        stream = self.streams[stream_id]
+        out: list[Response] = []
+        recheck: float | None = None
+        # CDS before RDS on ADS: a new cluster must be known before a route uses it.
+        for ts in sorted(stream.states.values(), key=lambda t: t.rtype.kind != CDS):
+            if ts.in_flight:
+                continue
+            desired, wait_until = self._desired(stream, ts, now)
+            if desired is None:
+                if wait_until is not None:
+                    recheck = wait_until if recheck is None else min(recheck, wait_until)
+                continue
+            version = version_of(desired.values())
+            if ts.client_version:
+                held, ts.client_version = ts.client_version, ""
+                if held == version:
+                    ts.adopt(version, desired)
+                    continue
+            if not ts.resend and version in (ts.sent_version, ts.nacked_version):
+                continue
+            if not ts.rtype.wildcard and not desired:
+                continue  # an empty named-resource response would tell the client nothing
+            since = now if ts.resend else self.snapshot.created
+            out.append(ts.send(version, desired, since))
+        return out, recheck
+
+    def _desired(
+        self, stream: Stream, ts: TypeState, now: float
+    ) -> tuple[dict[str, Encoded] | None, float | None]:
+        """What this stream should hold for this type now: (resources, None), or
+        (None, time to look again) while ordering holds it back (None: on an event)."""
+        url = ts.rtype.type_url
+        if ts.rtype.kind == CDS:
+            wanted = dict(self.snapshot.clusters(url))
+            for name in sorted(self._route_refs(stream) - wanted.keys()):
+                old = ts.sent.get(name) or (ts.acked or {}).get(name)
+                if old is not None:
+                    wanted[name] = old  # still named by a route Envoy has or is applying
+            return wanted, None
+        view = self._cds_view(stream)
+        if view is None:
+            if now < stream.opened + self.cds_grace:
+                return None, stream.opened + self.cds_grace
+            have = None  # the node takes its clusters from elsewhere: send every route
+        elif view.acked is None:
+            return None, None  # the view's first CDS ACK wakes this stream
+        else:
+            have = frozenset(view.acked)
+        config = self.snapshot.route_config(url, have)
+        if config is None:
+            return None, None
+        return ({config.name: config} if config.name in ts.subscribed else {}), None
+
+    # --- node structure ------------------------------------------------------------------
+    def _node_streams(self, stream: Stream) -> list[Stream]:
+        return self._nodes.get(stream.node, []) if stream.node is not None else []
+
+    def _cds_stream(self, stream: Stream) -> Stream | None:
+        """Where this stream's Envoy takes its clusters from (rule 5)."""
+        url = stream.cluster_type
+        if url in stream.states:
+            return stream
+        candidates = [
+            s for s in self._node_streams(stream) if url in s.states and s.peer == stream.peer
+        ]
+        return candidates[-1] if candidates else None
+
+    def _cds_view(self, stream: Stream) -> TypeState | None:
+        source = self._cds_stream(stream)
+        return None if source is None else source.states[stream.cluster_type]
+
+    def _route_refs(self, cds_stream: Stream) -> set[str]:
+        """Clusters named by routes sent to or applied by streams whose CDS view this is."""
+        refs: set[str] = set()
+        for s in self._node_streams(cds_stream) or [cds_stream]:
+            rts = s.states.get(s.route_type)
+            if rts is not None and self._cds_stream(s) is cds_stream:
+                refs |= rts.refs()
+        return refs
+
+    # --- what operators and the API ask --------------------------------------------------
+    def newest_streams(self) -> Iterator[tuple[NodeKey, Stream | None, Stream | None]]:
+        """Per node: its newest stream carrying clusters and its newest carrying routes."""
+        for key, streams in self._nodes.items():
+            cds = [s for s in streams if s.cluster_type in s.states]
+            rds = [s for s in streams if s.route_type in s.states]
+            yield key, (cds[-1] if cds else None), (rds[-1] if rds else None)
+
+    def pending_nodes(self, worker_id: str) -> list[str]:
+        """Node ids whose newest streams have not applied this worker's current cluster and
+        route; every node while the worker is not routable at all (an unresolved name)."""
+        routable = any(w.id == worker_id for w in self.snapshot.routable)
+        name = cluster_name(worker_id)
+        pending = []
+        for (node_id, _), cds, rds in self.newest_streams():
+            ok = routable
+            if ok and cds is not None:
+                current = self.snapshot.clusters(cds.cluster_type).get(name)
+                held = (cds.states[cds.cluster_type].acked or {}).get(name)
+                ok = current is not None and held is not None and held.digest == current.digest
+            if ok and rds is not None:
+                ok = self._route_applied(rds, worker_id)
+            if not ok:
+                pending.append(node_id)
+        return sorted(set(pending))
+
+    def _route_applied(self, rds: Stream, worker_id: str) -> bool:
+        ts = rds.states[rds.route_type]
+        part = self.snapshot.worker_route(rds.route_type, worker_id)
+        return part is not None and any(
+            (part.cluster, part.digest) in res.members for res in (ts.acked or {}).values()
+        )
