@@ -11,8 +11,9 @@ property tests drive this module directly. The rules (docs/design.md, "Ordering 
 3. A NACK parks the rejected version: it is not sent again, only a different one (or an
    answer to a subscription change) is.
 4. Make-before-break: a stream gets the routes of exactly those workers whose clusters its
-   CDS view has ACKed, so a route never names a cluster Envoy does not have; a cluster stays
-   in CDS while a route sent to or applied by the same Envoy still names it.
+   CDS view has ACKed (and that a CDS response in flight keeps), so a route never names a
+   cluster Envoy does not have; a cluster stays in CDS while a route sent to or applied by
+   the same Envoy still names it.
 5. The CDS view of a stream is its own CDS subscription (ADS), else the newest CDS stream of
    the same node and API on the same connection: one Envoy multiplexes its xDS streams over
    one connection to dhxds. Streams of an earlier connection that went silent (a dead peer,
@@ -254,6 +255,9 @@ class XdsCore:
             have = None  # the node takes its clusters from elsewhere: send every route
         elif view.acked is None:
             return None, None  # the view's first CDS ACK wakes this stream
+        elif view.in_flight:
+            # A CDS response on its way may remove clusters: route only to those in both.
+            have = frozenset(view.acked.keys() & view.sent.keys())
         else:
             have = frozenset(view.acked)
         config = self.snapshot.route_config(url, have)

@@ -147,6 +147,7 @@ class EnvoyModel:
             assert self.h.request(sm.stream, req) is Event.NACK
             return resp
         self._apply(resp)
+        sm.nacked.pop(url, None)  # a NACKed version may return after another was accepted
         ack = self._req(url, version_info=resp.version, nonce=resp.nonce, names=self._names(url))
         if how == "late":
             sm.late_acks.append(ack)
