@@ -5,70 +5,25 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 
 import pytest
 import yaml
-from envoy.config.route.v3 import route_pb2
-from xds_harness import ENVOY_MAIN, Envoy, XdsClient, wait_for
+from xds_harness import (
+    CDS_TYPE,
+    ENVOY_MAIN,
+    RDS_TYPE,
+    AckingAds,
+    Envoy,
+    XdsClient,
+    open_ads,
+    route_clusters,
+    wait_for,
+)
 
-ADS_V3 = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 RDS_V3 = "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes"
 RDS_V2 = "/envoy.api.v2.RouteDiscoveryService/StreamRoutes"
-CDS_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-RDS_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 RDS_TYPE_V2 = "type.googleapis.com/envoy.api.v2.RouteConfiguration"
-
-
-def route_clusters(response) -> set[str]:
-    [res] = response.resources
-    config = route_pb2.RouteConfiguration.FromString(res.value)
-    return {r.route.cluster for vh in config.virtual_hosts for r in vh.routes}
-
-
-def open_ads(daemon, node_id: str) -> XdsClient:
-    client = XdsClient(daemon.xds_port, ADS_V3)
-    client.send(node={"id": node_id, "cluster": "front"}, type_url=CDS_TYPE)
-    client.send(
-        node={"id": node_id, "cluster": "front"}, type_url=RDS_TYPE, resource_names=["rds_config"]
-    )
-    return client
-
-
-class AckingAds:
-    """An ADS client that ACKs every response `delay` seconds after receiving it, and notes
-    when each worker's route first arrived."""
-
-    def __init__(self, daemon, node_id: str, delay: float) -> None:
-        self.client = open_ads(daemon, node_id)
-        self.delay = delay
-        self.routed: dict[str, float] = {}
-        self.route_responses = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = self.client.recv(timeout=0.5)
-            except AssertionError:
-                continue
-            now = time.monotonic()
-            if resp.type_url == RDS_TYPE:
-                self.route_responses += 1
-                for cluster in route_clusters(resp):
-                    self.routed.setdefault(cluster, now)
-            time.sleep(self.delay)
-            self.client.ack(
-                resp, resource_names=["rds_config"] if resp.type_url == RDS_TYPE else []
-            )
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
 
 
 def test_routes_follow_a_burst_instead_of_starving(daemon, backends):
@@ -125,7 +80,7 @@ def test_an_rds_only_subscriber_gets_the_route_configuration(daemon, backends, p
             type_url=type_url,
             resource_names=["rds_config"],
         )
-        resp = client.recv(15)
+        resp = client.recv(6)  # the CDS grace is 2 s (before: 10 s, then nothing at all)
         assert resp.type_url == type_url and len(resp.resources) == 1
         client.ack(resp, resource_names=["rds_config"])
         assert client.nothing_within(1)  # ACKed: nothing is resent

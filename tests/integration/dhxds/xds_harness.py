@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import requests
 from aiohttp import WSMsgType, web
+from envoy.config.route.v3 import route_pb2
 
 HOST = "127.0.0.1"
 CACHE = Path(os.environ.get("DHOPS_CACHE", Path.home() / ".cache" / "dhops-envoy"))
@@ -487,3 +488,59 @@ class XdsClient:
         self._out.put(None)
         self._responses.cancel()
         self.channel.close()
+
+
+# --- an ADS client that ACKs like Envoy, with a delay (churn tests, benchmark) ---------------
+ADS_V3 = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+RDS_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+
+def route_clusters(response) -> set[str]:
+    [res] = response.resources
+    config = route_pb2.RouteConfiguration.FromString(res.value)
+    return {r.route.cluster for vh in config.virtual_hosts for r in vh.routes}
+
+
+def open_ads(daemon, node_id: str) -> XdsClient:
+    client = XdsClient(daemon.xds_port, ADS_V3)
+    client.send(node={"id": node_id, "cluster": "front"}, type_url=CDS_TYPE)
+    client.send(
+        node={"id": node_id, "cluster": "front"}, type_url=RDS_TYPE, resource_names=["rds_config"]
+    )
+    return client
+
+
+class AckingAds:
+    """An ADS client that ACKs every response `delay` seconds after receiving it, and notes
+    when each worker's route first arrived."""
+
+    def __init__(self, daemon, node_id: str, delay: float) -> None:
+        self.client = open_ads(daemon, node_id)
+        self.delay = delay
+        self.routed: dict[str, float] = {}
+        self.route_responses = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = self.client.recv(timeout=0.5)
+            except AssertionError:
+                continue
+            now = time.monotonic()
+            if resp.type_url == RDS_TYPE:
+                self.route_responses += 1
+                for cluster in route_clusters(resp):
+                    self.routed.setdefault(cluster, now)
+            time.sleep(self.delay)
+            self.client.ack(
+                resp, resource_names=["rds_config"] if resp.type_url == RDS_TYPE else []
+            )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close()
