@@ -33,6 +33,7 @@ from dhxds.xds_types import V2, V3  # noqa: E402
 from xds_harness import (  # noqa: E402
     ENVOY_MAIN,
     HOST,
+    AckingAds,
     Backends,
     Daemon,
     Envoy,
@@ -180,6 +181,41 @@ def registration_latency(workdir: Path, mode: str, preregistered: int, count: in
         backends.close()
 
 
+def burst_propagation(workdir: Path, preregistered: int, count: int = 60) -> dict:
+    """The churn replay (issue 9): `count` registrations 15 ms apart while an ADS client ACKs
+    every response 40 ms after receiving it; per worker, PUT sent -> its route on the stream."""
+    daemon = client = None
+    try:
+        daemon = Daemon(workdir, 8123, {"log_level": "WARNING"})
+        write_state(daemon.state_path, preregistered, [9000])
+        daemon.start()
+        client = AckingAds(daemon, "burst-bench", delay=0.040)
+        wait_for(lambda: "worker_pre0" in client.routed, 60, "the pre-registered routes")
+        sent: dict[str, float] = {}
+        for i in range(count):
+            sent[f"worker_burst{i}"] = time.monotonic()
+            resp = daemon.call("PUT", f"/v1/workers/burst{i}", {"host": HOST, "port": 9001})
+            assert resp.status_code == 201, resp.text
+            time.sleep(0.015)
+        last_put = time.monotonic()
+        wait_for(lambda: sent.keys() <= client.routed.keys(), 60, "every burst route")
+        delays = [(client.routed[c] - t) * 1000 for c, t in sent.items()]
+        return {
+            "preregistered": preregistered,
+            "count": count,
+            "p50": statistics.median(delays),
+            "p99": percentile(delays, 99),
+            "max": max(delays),
+            "during_burst": sum(client.routed[c] < last_put for c in sent),
+            "route_responses": client.route_responses,
+        }
+    finally:
+        if client:
+            client.close()
+        if daemon:
+            daemon.stop()
+
+
 def daemon_memory(workdir: Path, workers: int) -> dict:
     """RSS of a daemon holding `workers`, after serving full CDS+RDS to v3 and v2 clients."""
     daemon = Daemon(workdir, 8123, {"log_level": "WARNING"})
@@ -308,6 +344,23 @@ def report(results: dict) -> str:
         )
     lines += [
         "",
+        "## Burst: routes while registrations keep coming",
+        "",
+        "60 registrations 15 ms apart; an ADS client ACKs each response 40 ms after receiving",
+        "it. Per worker: PUT sent -> its route on the stream. Goal (issue 9): every route within",
+        "500 ms (before the rework: p50 1.8 s, max 2.4 s, none during the burst).",
+        "",
+        "| workers before | registrations | p50 ms | p99 ms | max ms | routed during the burst | "
+        "RDS responses |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in results["burst"]:
+        lines.append(
+            f"| {b['preregistered']} | {b['count']} | {b['p50']:.0f} | {b['p99']:.0f} | "
+            f"{b['max']:.0f} | {b['during_burst']} of {b['count']} | {b['route_responses']} |"
+        )
+    lines += [
+        "",
         "`change->ACK` is dhxds_push_latency_seconds: from the registry change to Envoy's ACK of",
         "the CDS response, and of the RDS response that waits for that ACK (make-before-break).",
         "`Envoy apply` is Envoy's own cluster_manager.cds / rds update_duration. Full-state",
@@ -357,6 +410,7 @@ def main() -> int:
     args = parser.parse_args()
     results: dict = {
         "latency": [],
+        "burst": [],
         "memory": [],
         "build": [],
         "load_before": load_average(),
@@ -373,6 +427,11 @@ def main() -> int:
                 registration_latency(workdir, mode, args.preregistered, args.registrations)
             )
             print(results["latency"][-1])
+        for workers in (args.preregistered,):
+            workdir = Path(tmp) / f"burst-{workers}"
+            workdir.mkdir()
+            results["burst"].append(burst_propagation(workdir, workers))
+            print(results["burst"][-1])
         for workers in (1000, 10000):
             workdir = Path(tmp) / f"memory-{workers}"
             workdir.mkdir()
