@@ -11,11 +11,18 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The validation patterns. plugins/module_utils/xds_api.py (the Ansible module side, which
+# cannot import dhxds) holds the same pattern texts; tests/unit/plugins/test_validation_rules.py
+# asserts they are identical and runs tests/data/validation_corpus.json through both sides.
+# Always used with fullmatch(): `$` would also match before a trailing newline.
+WORKER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 # RFC 1123 host names: labels of letters, digits and inner hyphens.
-_HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+HOST_LABEL_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # Path characters that need no escaping and cannot smuggle a query or fragment.
-_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+ENVOY_PREFIX_PATTERN = r"(/[A-Za-z0-9._~-]+)+"
+WORKER_ID_RE = re.compile(WORKER_ID_PATTERN)
+_HOST_LABEL_RE = re.compile(HOST_LABEL_PATTERN)
+_PREFIX_RE = re.compile(ENVOY_PREFIX_PATTERN)
 
 UPSTREAM_PROTOCOLS = ("downstream", "http1", "http2")
 WORKER_FIELDS = (
@@ -42,7 +49,7 @@ def validate_worker_id(worker_id: object) -> str:
         raise ValidationError(f"worker id {worker_id!r} must be ASCII")
     if len(worker_id) > 128:
         raise ValidationError(f"worker id is {len(worker_id)} characters long; the limit is 128")
-    if not WORKER_ID_RE.match(worker_id) or ".." in worker_id:
+    if not WORKER_ID_RE.fullmatch(worker_id) or ".." in worker_id:
         raise ValidationError(
             f"worker id {worker_id!r} is invalid: use 1-128 of [A-Za-z0-9._-], "
             "starting with a letter or digit, without '..'"
@@ -50,20 +57,45 @@ def validate_worker_id(worker_id: object) -> str:
     return worker_id
 
 
-def validate_host(host: object, field: str = "host") -> str:
+def unusable_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why Envoy cannot connect to this address, or None when it can."""
+    if getattr(address, "scope_id", None):
+        return (
+            "has a zone (%" + str(address.scope_id) + "); Envoy cannot connect to scoped "
+            "addresses: use a global or unique-local address or a DNS name"
+        )
+    if address.is_unspecified:
+        return "is the unspecified address (any interface), not one a proxy can connect to"
+    if address.is_multicast:
+        return "is a multicast address; a worker needs a unicast address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the broadcast address; a worker needs a unicast address"
+    if address.version == 6 and address.is_link_local:
+        return (
+            "is an IPv6 link-local address, usable only with a zone that Envoy cannot take: "
+            "use a global or unique-local address or a DNS name"
+        )
+    return None
+
+
+def validate_host(host: object, field: str = "host", listen: bool = False) -> str:
+    """A host Envoy can connect to (listen=True: a local address to bind, 0.0.0.0 and :: ok)."""
     if not isinstance(host, str) or host == "":
         raise ValidationError(f"{field} must be a non-empty string")
+    if len(host) > 253:
+        raise ValidationError(f"{field} is {len(host)} characters long; the limit is 253")
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        address = None
+    if address is not None:
+        reason = unusable_address(address)
+        if reason and not (listen and address.is_unspecified):
+            raise ValidationError(f"{field} {host!r} {reason}")
+        return str(address)
     labels = host.rstrip(".").split(".")
     # An all-numeric top label would be read as a (malformed) IP address by Envoy.
-    if (
-        len(host) > 253
-        or labels[-1].isdigit()
-        or not all(_HOST_LABEL_RE.match(label) for label in labels)
-    ):
+    if labels[-1].isdigit() or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
         raise ValidationError(f"{field} {host!r} is neither an IP address nor a valid DNS name")
     return host
 
@@ -73,7 +105,10 @@ def validate_port(port: object, field: str = "port") -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise ValidationError(f"{field} must be an integer between 1 and 65535")
     if not 1 <= port <= 65535:
-        raise ValidationError(f"{field} {port} is outside 1-65535")
+        # A port of thousands of digits must not turn into a message of thousands of digits
+        # (or into int->str's own ValueError past 4300 digits).
+        shown = str(port) if -(10**12) < port < 10**12 else "with more than 12 digits"
+        raise ValidationError(f"{field} {shown} is outside 1-65535")
     return port
 
 
@@ -90,7 +125,7 @@ def _validate_protocol(value: object) -> str:
 
 
 def validate_envoy_prefix(value: object) -> str:
-    if not isinstance(value, str) or not _PREFIX_RE.match(value) or len(value) > 256:
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value) or len(value) > 256:
         raise ValidationError(
             "envoy_prefix must look like /worker/<id>: '/'-separated segments of "
             "[A-Za-z0-9._~-], no trailing '/', at most 256 characters"

@@ -47,7 +47,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     with pytest.raises(RegistryError, match=r"cannot write state file .*No space left"):
         backend.put(worker("w2"))
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["workers.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["workers.json", "workers.json.last-good"]
     monkeypatch.undo()
     assert set(backend.load()) == {"w1"}  # memory follows the file, not the failed attempt
 
