@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -11,40 +10,11 @@ from dhxds.api import Api
 from dhxds.metrics import Metrics
 from dhxds.model import Upstream, Worker
 from dhxds.registry import JsonFileBackend, Registry
+from fake_xds import FakeXds
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATIC = Worker(host="10.0.0.9", port=1, id="s1", envoy_prefix="/worker/s1", static=True)
-
-
-class FakeXds:
-    """Implements dhxds.api.XdsView for API-level tests: nodes as given, and each worker
-    routable after `delays[worker_id]` seconds (never when missing), on node `envoy-1`."""
-
-    NODE: ClassVar[dict] = {
-        "id": "envoy-1",
-        "api": "v3",
-        "transport": "ads",
-        "acked": {"type.googleapis.com/envoy.config.cluster.v3.Cluster": "abc"},
-        "nack": None,
-        "connected_since": "2026-11-29T18:00:00Z",
-    }
-
-    def __init__(self, delays=None):
-        self.delays = delays or {}
-        self.calls = []
-
-    def nodes(self):
-        return [dict(self.NODE)]
-
-    async def wait_routable(self, worker_id, timeout):
-        self.calls.append((worker_id, timeout))
-        delay = self.delays.get(worker_id)
-        if delay is not None and delay <= timeout:
-            await asyncio.sleep(delay)
-            return []
-        await asyncio.sleep(timeout)
-        return ["envoy-1"]
 
 
 def run_api(tmp_path, scenario, metrics_require_token=True, xds=None):
