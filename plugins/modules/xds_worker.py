@@ -24,8 +24,8 @@ description:
     (the module then asks the daemon with C(GET /v1/workers/<id>?wait=routable)).
   - When some Envoy has not ACKed within O(wait_timeout), the task B(fails) with a message
     listing those Envoy node ids; the worker stays registered (C(changed) tells whether the task
-    changed it) and a rerun waits again. An operator usually wants to stop a rollout there:
-    such an Envoy is disconnected, stuck or rejecting configuration (see C(GET /v1/nodes)).
+    changed it) and a rerun waits again. An operator usually wants to stop a rollout there,
+    as such an Envoy is disconnected, stuck or rejecting configuration (see C(GET /v1/nodes)).
     Use O(wait=none) to only store the worker.
   - A dhxds daemon without wait support ignores the request to wait and answers at once; the
     module then behaves as with O(wait=none).
