@@ -33,18 +33,26 @@ WAIT_GRACE = 5.0  # seconds past the timeout before the API stops waiting for a 
 
 
 class XdsView(Protocol):
-    """What the API needs from the xDS core (implemented there, passed to Api as `xds`)."""
+    """What the API needs from the xDS core; the daemon passes the core as `Api(..., xds=)`.
+
+    Both are called on the event loop that serves the API."""
 
     def nodes(self) -> list[dict[str, Any]]:
-        """One dict per connected node (stream group): {"id", "api": "v2"|"v3",
-        "transport": "ads"|"cds"|"rds"|"delta", "acked": {type_url: version},
-        "nack": None | {"version", "message"}, "connected_since": RFC 3339 UTC}."""
+        """One dict per connected node (one entry per node id and stream group), in the shape
+        of ARCHITECTURE.md and the `Node` schema of /openapi.json:
+        {"id": str, "api": "v2" | "v3", "transport": "ads" | "cds" | "rds" | "delta",
+         "acked": {type_url: version}, "nack": None | {"version": str, "message": str},
+         "connected_since": RFC 3339 UTC, e.g. "2026-11-29T18:00:00Z"}.
+        JSON-serialisable; the API returns it unchanged."""
         ...
 
     async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
         """Wait until every connected Envoy node has ACKed the worker's cluster and a route
-        for it; return the ids of the nodes still pending ([] = routable everywhere) when that
-        holds or when `timeout` seconds have passed."""
+        to it (a node without a CDS subscription: the route), then return []; or return the
+        ids of the nodes still pending once `timeout` seconds (0 to 60; 0 = check once) have
+        passed. Called after the registry stored the change (the snapshot already holds it).
+        Must return by itself at the timeout: the API stops waiting WAIT_GRACE seconds later
+        and then reports every node in nodes() as pending."""
         ...
 
 
@@ -206,6 +214,11 @@ class Api:
         except TimeoutError:
             log.error("wait_routable(%s, %s) did not return in time", worker.id, wait)
             pending = sorted(str(node.get("id")) for node in self.xds.nodes())
+        except Exception as exc:
+            log.exception("waiting for worker %s to become routable failed", worker.id)
+            return error(
+                500, f"worker {worker.id} is stored, but waiting for Envoy failed: {exc}"[:500]
+            )
         self.metrics.waits.labels("pending" if pending else "routable").inc()
         if not pending:
             return web.json_response(_worker_json(worker), status=status)

@@ -341,3 +341,21 @@ def test_healthz_shows_a_degraded_registry(tmp_path):
         assert health == {"status": "ok", "workers": 3}
 
     run_api(tmp_path, scenario)
+
+
+def test_a_failing_core_wait_is_a_json_500_that_says_the_worker_is_stored(tmp_path):
+    class Broken(FakeXds):
+        async def wait_routable(self, worker_id, timeout):
+            raise RuntimeError("core bug")
+
+    async def scenario(client, registry, changes):
+        resp = await client.put(
+            "/v1/workers/w4?wait=routable", json={"host": "127.0.0.1", "port": 9}, headers=AUTH
+        )
+        assert resp.status == 500
+        assert (await resp.json())["error"] == (
+            "worker w4 is stored, but waiting for Envoy failed: core bug"
+        )
+        assert registry.get("w4") is not None
+
+    run_api(tmp_path, scenario, xds=Broken())

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 
+import jsonschema
+import pytest
 from dhxds.api import WAIT_TIMEOUT_DEFAULT, WAIT_TIMEOUT_MAX, Api
 from dhxds.metrics import Metrics
 from dhxds.model import WORKER_ID_PATTERN, Upstream
 from dhxds.openapi import spec
 from dhxds.registry import JsonFileBackend, Registry
+from fake_xds import FakeXds
+from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 METHODS = {"get", "put", "post", "delete", "patch"}
@@ -66,3 +70,17 @@ def test_the_node_shape_is_the_architecture_contract():
     node = spec()["components"]["schemas"]["Node"]
     assert set(node["required"]) == {"id", "api", "transport", "acked", "nack", "connected_since"}
     assert node["properties"]["transport"]["enum"] == ["ads", "cds", "rds", "delta"]
+
+
+def test_a_node_of_the_fake_core_fits_the_node_schema():
+    """The shape the real core's nodes() must return (use this check in its tests too)."""
+    document = spec()
+    schema = {**document["components"]["schemas"]["Node"], "components": document["components"]}
+    OAS30Validator(schema).validate(FakeXds.NODE)
+    OAS30Validator(schema).validate(
+        {**FakeXds.NODE, "nack": {"version": "v1", "message": "bad"}, "api": "v2"}
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        OAS30Validator(schema).validate({**FakeXds.NODE, "transport": "grpc"})
+    with pytest.raises(jsonschema.ValidationError):
+        OAS30Validator(schema).validate({k: v for k, v in FakeXds.NODE.items() if k != "acked"})
