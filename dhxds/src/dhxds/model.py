@@ -7,6 +7,7 @@ with a message that names the field instead of turning into a NACKed xDS push.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 # cannot import dhxds) holds the same pattern texts; tests/unit/plugins/test_validation_rules.py
 # asserts they are identical and runs tests/data/validation_corpus.json through both sides.
 # Always used with fullmatch(): `$` would also match before a trailing newline.
+log = logging.getLogger(__name__)
 WORKER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 # RFC 1123 host names: labels of letters, digits and inner hyphens.
 HOST_LABEL_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -78,8 +80,13 @@ def unusable_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
     return None
 
 
-def validate_host(host: object, field: str = "host", listen: bool = False) -> str:
-    """A host Envoy can connect to (listen=True: a local address to bind, 0.0.0.0 and :: ok)."""
+def validate_host(
+    host: object, field: str = "host", listen: bool = False, stored: bool = False
+) -> str:
+    """A host Envoy can connect to (listen=True: a local address to bind, 0.0.0.0 and :: ok).
+
+    stored=True (a state file written by an older dhxds): an address refused since then only
+    gets a warning, so an upgrade does not stop the daemon over a worker that was accepted."""
     if not isinstance(host, str) or host == "":
         raise ValidationError(f"{field} must be a non-empty string")
     if len(host) > 253:
@@ -91,7 +98,9 @@ def validate_host(host: object, field: str = "host", listen: bool = False) -> st
     if address is not None:
         reason = unusable_address(address)
         if reason and not (listen and address.is_unspecified):
-            raise ValidationError(f"{field} {host!r} {reason}")
+            if not stored:
+                raise ValidationError(f"{field} {host!r} {reason}")
+            log.warning("stored %s %r %s; the API refuses it now: re-register", field, host, reason)
         return str(address)
     labels = host.rstrip(".").split(".")
     # An all-numeric top label would be read as a (malformed) IP address by Envoy.
@@ -165,10 +174,10 @@ class Upstream:
         return cls(**_upstream_kwargs(fields))
 
 
-def _upstream_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+def _upstream_kwargs(data: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     tls_sni = data.get("tls_sni")
     return {
-        "host": validate_host(data["host"]),
+        "host": validate_host(data["host"], stored=stored),
         "port": validate_port(data["port"]),
         "upstream_protocol": _validate_protocol(data.get("upstream_protocol", "downstream")),
         "tls": _validate_bool(data.get("tls", False), "tls"),
@@ -184,8 +193,15 @@ class Worker(Upstream):
     static: bool = False  # from the config file; the API cannot change it
 
     @classmethod
-    def from_dict(cls, data: object, worker_id: str | None = None, static: bool = False) -> Worker:
-        """Validate an API body (or stored record); worker_id comes from the URL when given."""
+    def from_dict(
+        cls,
+        data: object,
+        worker_id: str | None = None,
+        static: bool = False,
+        stored: bool = False,
+    ) -> Worker:
+        """Validate an API body (or stored record: stored=True, see validate_host); worker_id
+        comes from the URL when given."""
         fields = _check_fields(data, WORKER_FIELDS, "worker")
         body_id = fields.get("id")
         if worker_id is None:
@@ -203,7 +219,7 @@ class Worker(Upstream):
             else validate_envoy_prefix(prefix),
             strip_prefix=_validate_bool(fields.get("strip_prefix", True), "strip_prefix"),
             static=static,
-            **_upstream_kwargs(fields),
+            **_upstream_kwargs(fields, stored),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def parse_state(raw: str, source: str) -> dict[str, Worker]:
     prefixes: dict[str, str] = {}
     for index, item in enumerate(items):
         try:
-            worker = Worker.from_dict(item)
+            worker = Worker.from_dict(item, stored=True)
         except ValidationError as exc:
             raise RegistryError(f"state file {source}, worker #{index}: {exc}") from exc
         if worker.id in workers:

@@ -163,7 +163,7 @@ W2 = {"id": "w2", "host": "127.0.0.1", "port": 2}
         (_state(W1, {**W1, "port": 3}), "worker #1: duplicate id w1"),
         (_state(W1, ["not", "an", "object"]), "worker #1: worker must be a JSON object"),
         (_state({**W1, "id": "w1\n"}), "worker #0: worker id 'w1\\\\n' is invalid"),
-        (_state({**W1, "host": "0.0.0.0"}), "worker #0: host '0.0.0.0' is the unspecified"),
+        (_state({**W1, "host": "bad host"}), "worker #0: host 'bad host' is neither"),
         ("[" * 100000 + "]" * 100000, "nested too deeply"),
         (
             '{"format": "dhxds-workers/1", "workers": [{"port": ' + "1" * 5000 + "}]}",
@@ -253,3 +253,12 @@ def test_a_stored_worker_clashing_with_a_static_prefix_is_ignored(tmp_path, capl
     assert "stored worker d1 is ignored: its envoy_prefix /shared is used by worker s1" in (
         caplog.text
     )
+
+
+def test_stored_hosts_refused_since_an_upgrade_only_warn(tmp_path, caplog):
+    """An older dhxds accepted 0.0.0.0 (Linux connects it to localhost): keep serving it."""
+    path = tmp_path / "workers.json"
+    path.write_text(_state({**W1, "host": "0.0.0.0"}))
+    with caplog.at_level("WARNING"):
+        assert JsonFileBackend(path).load()["w1"].host == "0.0.0.0"
+    assert "stored host '0.0.0.0' is the unspecified address" in caplog.text
