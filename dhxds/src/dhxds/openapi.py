@@ -319,6 +319,8 @@ _SPEC: dict[str, Any] = {
                 "required": ["id", "api", "transport", "acked", "nack", "connected_since"],
                 "properties": {
                     "id": {"type": "string", "description": "Envoy's node id"},
+                    "cluster": {"type": "string", "description": "Envoy's node cluster"},
+                    "peer": {"type": "string", "description": "gRPC peer address"},
                     "api": {"type": "string", "enum": ["v2", "v3"]},
                     "transport": {"type": "string", "enum": ["ads", "cds", "rds", "delta"]},
                     "acked": {
