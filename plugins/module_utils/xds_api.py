@@ -18,7 +18,16 @@ from urllib.parse import quote
 
 from ansible.module_utils.urls import open_url
 
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The same pattern texts as dhxds/src/dhxds/model.py (modules cannot import dhxds);
+# tests/unit/plugins/test_validation_rules.py asserts they are identical and runs the shared
+# corpus tests/data/validation_corpus.json through both sides. Always used with fullmatch():
+# `$` would also match before a trailing newline.
+WORKER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+HOST_LABEL_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+ENVOY_PREFIX_PATTERN = r"(/[A-Za-z0-9._~-]+)+"
+WORKER_ID_RE = re.compile(WORKER_ID_PATTERN)
+HOST_LABEL_RE = re.compile(HOST_LABEL_PATTERN)
+ENVOY_PREFIX_RE = re.compile(ENVOY_PREFIX_PATTERN)
 
 
 class ApiError(Exception):
@@ -30,11 +39,57 @@ class ApiError(Exception):
 
 
 def check_worker_id(worker_id):
-    if not WORKER_ID_RE.match(worker_id or "") or ".." in worker_id:
+    if not WORKER_ID_RE.fullmatch(worker_id or "") or ".." in worker_id:
         raise ApiError(
             "worker id %r is invalid: use 1-128 of [A-Za-z0-9._-], starting with a letter or "
             "digit, without '..'" % (worker_id,)
         )
+
+
+def check_envoy_prefix(prefix):
+    if not ENVOY_PREFIX_RE.fullmatch(prefix or "") or len(prefix) > 256:
+        raise ApiError(
+            "envoy_prefix %r is invalid: it must look like /worker/<id>: '/'-separated "
+            "segments of [A-Za-z0-9._~-], no trailing '/', at most 256 characters" % (prefix,)
+        )
+    if any(segment in (".", "..") for segment in prefix.split("/")):
+        raise ApiError("envoy_prefix %r must not contain '.' or '..' segments" % (prefix,))
+
+
+def _unusable_address(address):
+    """Why Envoy cannot connect to this address, or None (the rule of dhxds.model)."""
+    if getattr(address, "scope_id", None):
+        return "has a zone; Envoy cannot connect to scoped addresses"
+    if address.is_unspecified:
+        return "is the unspecified address (any interface), not one a proxy can connect to"
+    if address.is_multicast:
+        return "is a multicast address; a worker needs a unicast address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the broadcast address; a worker needs a unicast address"
+    if address.version == 6 and address.is_link_local:
+        return "is an IPv6 link-local address, usable only with a zone that Envoy cannot take"
+    return None
+
+
+def check_host(host, field="host"):
+    """Refuse what the daemon refuses, before any call; returns the canonical form."""
+    if not host:
+        raise ApiError("%s must be a non-empty string" % field)
+    if len(host) > 253:
+        raise ApiError("%s is %d characters long; the limit is 253" % (field, len(host)))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        reason = _unusable_address(address)
+        if reason:
+            raise ApiError("%s %r %s" % (field, host, reason))
+        return str(address)
+    labels = host.rstrip(".").split(".")
+    if labels[-1].isdigit() or not all(HOST_LABEL_RE.fullmatch(label) for label in labels):
+        raise ApiError("%s %r is neither an IP address nor a valid DNS name" % (field, host))
+    return host
 
 
 def canonical_host(host):
@@ -55,10 +110,13 @@ class XdsApi:
         self.ca_path = ca_path
         self.timeout = timeout
 
-    def worker_url(self, worker_id):
-        return "%s/v1/workers/%s" % (self.api_url, quote(worker_id, safe=""))
+    def worker_url(self, worker_id, wait_timeout=None):
+        url = "%s/v1/workers/%s" % (self.api_url, quote(worker_id, safe=""))
+        if wait_timeout is not None:
+            url += "?wait=routable&timeout=%s" % wait_timeout
+        return url
 
-    def request(self, method, url, body=None):
+    def request(self, method, url, body=None, extra_timeout=0):
         """Return (status, decoded JSON body or None). Raises ApiError for >= 400."""
         headers = {"Accept": "application/json"}
         if self.token:
@@ -75,7 +133,7 @@ class XdsApi:
                 headers=headers,
                 validate_certs=self.validate_certs,
                 ca_path=self.ca_path,
-                timeout=self.timeout,
+                timeout=self.timeout + extra_timeout,
                 follow_redirects="none",
             )
             return response.getcode(), _decode(response.read())
@@ -111,14 +169,35 @@ class XdsApi:
             )
         return body
 
-    def put_worker(self, worker_id, worker):
-        _status, body = self.request("PUT", self.worker_url(worker_id), worker)
-        return body
+    def put_worker(self, worker_id, worker, wait_timeout=None):
+        """Returns (worker as stored, pending node ids or None).
+
+        With wait_timeout the daemon answers once every connected Envoy has ACKed the
+        worker's cluster and route (pending []), or 202 with the nodes still pending. A daemon
+        without wait support ignores the query and answers 200/201: nothing is known to be
+        pending, so pending is [] as well."""
+        url = self.worker_url(worker_id, wait_timeout)
+        status, body = self.request("PUT", url, worker, extra_timeout=wait_timeout or 0)
+        return _split_pending(status, body, wait_timeout)
+
+    def wait_routable(self, worker_id, wait_timeout):
+        """Wait for an unchanged worker (GET with wait=routable); returns pending node ids."""
+        url = self.worker_url(worker_id, wait_timeout)
+        status, body = self.request("GET", url, extra_timeout=wait_timeout)
+        if status == 404:
+            raise ApiError("worker %s disappeared from the daemon while waiting" % worker_id, 404)
+        return _split_pending(status, body, wait_timeout)[1]
 
     def delete_worker(self, worker_id):
         """True when the worker was deleted, False when it was already gone."""
         status, _body = self.request("DELETE", self.worker_url(worker_id))
         return status != 404
+
+
+def _split_pending(status, body, wait_timeout):
+    if status == 202 and isinstance(body, dict) and "pending" in body:
+        return body.get("worker"), [str(node) for node in body["pending"]]
+    return body, (None if wait_timeout is None else [])
 
 
 def _read(exc):

@@ -18,6 +18,17 @@ description:
   - Idempotent. The module reads the worker first (C(GET /v1/workers/<id>)); it sends
     C(PUT /v1/workers/<id>) only when the registered worker differs from the task, and
     C(DELETE) only when the worker exists.
+  - By default (O(wait=routable)) the task returns only once every Envoy connected to the
+    daemon has ACKed the worker's cluster and route, so the worker is reachable through every
+    Envoy when the next task runs. This also holds for a worker that was already registered
+    (the module then asks the daemon with C(GET /v1/workers/<id>?wait=routable)).
+  - When some Envoy has not ACKed within O(wait_timeout), the task B(fails) with a message
+    listing those Envoy node ids; the worker stays registered (C(changed) tells whether the task
+    changed it) and a rerun waits again. An operator usually wants to stop a rollout there,
+    as such an Envoy is disconnected, stuck or rejecting configuration (see C(GET /v1/nodes)).
+    Use O(wait=none) to only store the worker.
+  - A dhxds daemon without wait support ignores the request to wait and answers at once; the
+    module then behaves as with O(wait=none).
   - The task describes the whole worker. Options left out take their documented defaults, so
     leaving out O(tls_sni) on a worker that has one removes it.
   - Runs where the API is reachable; with the API on C(127.0.0.1) delegate to the xds host
@@ -49,6 +60,9 @@ options:
   host:
     description:
       - Host name or IP address Envoy connects to. Required when O(state=present).
+      - Refused (as the daemon refuses them) before any API call are C(0.0.0.0), C(::),
+        multicast addresses, C(255.255.255.255), IPv6 link-local addresses and addresses with
+        a zone such as C(fe80::1%eth0).
     type: str
   port:
     description:
@@ -58,6 +72,8 @@ options:
     description:
       - Path prefix and C(envoy-prefix) header value that select this worker.
       - Defaults to C(/worker/<id>), the value Deephaven clients send.
+      - C(/)-separated segments of C([A-Za-z0-9._~-]), no trailing C(/), at most 256
+        characters; checked before any API call.
     type: str
   strip_prefix:
     description:
@@ -79,7 +95,7 @@ options:
     default: false
   tls_sni:
     description:
-      - Server name to send when O(tls=true).
+      - Server name to send. Only with O(tls=true); the task fails otherwise.
     type: str
   state:
     description:
@@ -98,9 +114,25 @@ options:
     type: path
   timeout:
     description:
-      - Seconds to wait for each API call.
+      - Seconds to wait for each API call (a waiting call gets O(wait_timeout) on top).
+      - Must be at least 1.
     type: int
     default: 10
+  wait:
+    description:
+      - V(routable) waits until every Envoy connected to the daemon has ACKed the worker's
+        cluster and route (with O(state=present)); the task fails, listing the Envoy nodes that
+        have not, when O(wait_timeout) passes first.
+      - V(none) returns as soon as the daemon has stored the worker.
+      - Removing a worker (O(state=absent)) never waits.
+    type: str
+    choices: [routable, none]
+    default: routable
+  wait_timeout:
+    description:
+      - Seconds to wait for O(wait=routable), from 1 to 60 (the daemon's limit).
+    type: int
+    default: 30
 attributes:
   check_mode:
     support: full
@@ -110,6 +142,8 @@ attributes:
     description: Shows the worker before and after as JSON.
 notes:
   - Uses Ansible's own URL code; the target needs no extra Python packages.
+  - With no Envoy connected to the daemon there is nothing to wait for; the task returns at
+    once.
   - Workers defined in the daemon's configuration file (C(static)) cannot be changed through the
     API; the daemon's error message is shown.
 """
@@ -133,6 +167,26 @@ EXAMPLES = r"""
     envoy_prefix: /worker/pq-risk
     upstream_protocol: http2
 
+- name: Register w2 and only store it (do not wait for Envoy)
+  dhops.envoy.xds_worker:
+    api_url: http://127.0.0.1:8125
+    token_file: /etc/dhxds/api-token
+    id: w2
+    host: 10.0.0.22
+    port: 24002
+    wait: none
+
+- name: Register w3, allow Envoy up to a minute, and go on even if some Envoy lags
+  dhops.envoy.xds_worker:
+    api_url: http://127.0.0.1:8125
+    token_file: /etc/dhxds/api-token
+    id: w3
+    host: 10.0.0.23
+    port: 24003
+    wait_timeout: 60
+  register: w3
+  failed_when: w3.failed and not (w3.pending | default([]))
+
 - name: Remove worker w1
   dhops.envoy.xds_worker:
     api_url: http://127.0.0.1:8125
@@ -154,6 +208,15 @@ previous:
   returned: always
   type: dict
   sample: null
+pending:
+  description:
+    - Ids of the Envoy nodes that had not ACKed the worker's cluster and route when
+      O(wait_timeout) passed; empty when the worker is routable on every connected Envoy.
+    - A non-empty list makes the task fail.
+  returned: when O(state=present) and O(wait=routable), except in check mode
+  type: list
+  elements: str
+  sample: []
 msg:
   description: What happened, in words.
   returned: always
@@ -169,6 +232,8 @@ from ansible_collections.dhops.envoy.plugins.module_utils.xds_api import (  # no
     ApiError,
     XdsApi,
     canonical_host,
+    check_envoy_prefix,
+    check_host,
     check_worker_id,
 )
 
@@ -189,6 +254,40 @@ def desired_worker(params):
     if params["tls_sni"]:
         worker["tls_sni"] = params["tls_sni"]
     return worker
+
+
+def check_params(params):
+    """Refuse what the daemon would refuse (and option mistakes) before any API call."""
+    check_worker_id(params["id"])
+    if params["timeout"] < 1:
+        raise ApiError("timeout must be at least 1 second, not %d" % params["timeout"])
+    if params["wait"] == "routable" and not 1 <= params["wait_timeout"] <= 60:
+        raise ApiError("wait_timeout must be from 1 to 60 seconds, not %d" % params["wait_timeout"])
+    if params["state"] != "present":
+        return
+    check_host(params["host"])
+    if not 1 <= params["port"] <= 65535:
+        raise ApiError("port %d is outside 1-65535" % params["port"])
+    if params["envoy_prefix"] is not None:
+        check_envoy_prefix(params["envoy_prefix"])
+    if params["tls_sni"] is not None:
+        if not params["tls"]:
+            raise ApiError("tls_sni is set but tls is false: set tls: true to use tls_sni")
+        check_host(params["tls_sni"], "tls_sni")
+
+
+def pending_message(worker_id, pending, wait_timeout, changed):
+    return (
+        "worker %s is %s but not routable after %ds: %d Envoy node(s) have not ACKed its "
+        "cluster and route: %s (see GET /v1/nodes on the daemon; wait: none skips waiting)"
+        % (
+            worker_id,
+            "registered" if changed else "unchanged",
+            wait_timeout,
+            len(pending),
+            ", ".join(pending),
+        )
+    )
 
 
 def differs(current, desired):
@@ -239,6 +338,8 @@ def main():
             validate_certs=dict(type="bool", default=True),
             ca_path=dict(type="path"),
             timeout=dict(type="int", default=10),
+            wait=dict(type="str", choices=["routable", "none"], default="routable"),
+            wait_timeout=dict(type="int", default=30),
         ),
         mutually_exclusive=[("token", "token_file")],
         required_if=[("state", "present", ["host", "port"])],
@@ -247,11 +348,12 @@ def main():
     params = module.params
     worker_id = params["id"]
     try:
-        check_worker_id(worker_id)
+        check_params(params)
     except ApiError as exc:
         module.fail_json(msg=str(exc))
-    if params["state"] == "present" and not 1 <= params["port"] <= 65535:
-        module.fail_json(msg="port %d is outside 1-65535" % params["port"])
+    waiting = params["state"] == "present" and params["wait"] == "routable"
+    wait_timeout = params["wait_timeout"] if waiting else None
+    pending = None
 
     try:
         api = XdsApi(
@@ -269,8 +371,12 @@ def main():
             desired = desired_worker(params)
             changed = current is None or differs(current, desired)
             after = current
-            if changed:
-                after = desired if module.check_mode else api.put_worker(worker_id, desired)
+            if module.check_mode:
+                after = desired if changed else current
+            elif changed:
+                after, pending = api.put_worker(worker_id, desired, wait_timeout)
+            elif waiting:
+                pending = api.wait_routable(worker_id, wait_timeout)
             verb = "registered" if current is None else "updated"
             msg = (
                 "%s worker %s" % (verb, worker_id) if changed else "worker %s unchanged" % worker_id
@@ -288,7 +394,7 @@ def main():
     except ApiError as exc:
         module.fail_json(msg=str(exc), status=exc.status)
 
-    module.exit_json(
+    result = dict(
         changed=changed,
         worker=after,
         previous=current,
@@ -300,6 +406,12 @@ def main():
             after=as_text(after),
         ),
     )
+    if pending is not None:
+        result["pending"] = pending
+    if pending:
+        result["msg"] = pending_message(worker_id, pending, wait_timeout, changed)
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""HTTP registration API (aiohttp): /v1/workers, /healthz, /metrics.
+"""HTTP registration API (aiohttp): /v1/workers, /v1/nodes, /healthz, /metrics, /openapi.json.
 
 Every error is JSON `{"error": "..."}` with a 4xx/5xx status, and a rejected request changes
 nothing: validation happens completely before the registry is touched.
@@ -6,13 +6,17 @@ nothing: validation happens completely before the registry is touched.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from . import openapi
 from .metrics import Metrics
 from .model import ValidationError, Worker, validate_worker_id
 from .registry import Conflict, Registry, RegistryError
@@ -20,7 +24,46 @@ from .registry import Conflict, Registry, RegistryError
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
-OPEN_PATHS = {"/healthz"}
+OPEN_PATHS = {"/healthz", "/openapi.json"}
+WAIT_TIMEOUT_DEFAULT = 5.0
+WAIT_TIMEOUT_MAX = 60.0
+WAIT_VALUES = ("routable", "none")
+WORKER_QUERY = ("wait", "timeout")
+WAIT_GRACE = 5.0  # seconds past the timeout before the API stops waiting for a stuck core
+
+
+class XdsView(Protocol):
+    """What the API needs from the xDS core; the daemon passes the core as `Api(..., xds=)`.
+
+    Both are called on the event loop that serves the API."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """One dict per connected node (one entry per node id and stream group), in the shape
+        of ARCHITECTURE.md and the `Node` schema of /openapi.json:
+        {"id": str, "api": "v2" | "v3", "transport": "ads" | "cds" | "rds" | "delta",
+         "acked": {type_url: version}, "nack": None | {"version": str, "message": str},
+         "connected_since": RFC 3339 UTC, e.g. "2026-11-29T18:00:00Z"}.
+        JSON-serialisable; the API returns it unchanged."""
+        ...
+
+    async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
+        """Wait until every connected Envoy node has ACKed the worker's cluster and a route
+        to it (a node without a CDS subscription: the route), then return []; or return the
+        ids of the nodes still pending once `timeout` seconds (0 to 60; 0 = check once) have
+        passed. Called after the registry stored the change (the snapshot already holds it).
+        Must return by itself at the timeout: the API stops waiting WAIT_GRACE seconds later
+        and then reports every node in nodes() as pending."""
+        ...
+
+
+class _NoXds:
+    """Stand-in when the daemon gives the API no xDS view: no nodes, nothing to wait for."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return []
+
+    async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
+        return []
 
 
 def error(status: int, message: str) -> web.Response:
@@ -33,18 +76,28 @@ def _worker_json(worker: Worker) -> dict:
 
 class Api:
     def __init__(
-        self, registry: Registry, metrics: Metrics, token: str, metrics_require_token: bool = True
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        token: str,
+        metrics_require_token: bool = True,
+        xds: XdsView | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self._token = token.encode()
         self._open = OPEN_PATHS | ({"/metrics"} if not metrics_require_token else set())
+        if xds is None:
+            log.warning("API without an xDS view: /v1/nodes is empty and wait=routable is a no-op")
+        self.xds: XdsView = xds if xds is not None else _NoXds()
         self.ready = False
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/openapi.json", self.openapi_view)
+        app.router.add_get("/v1/nodes", self.list_nodes)
         app.router.add_get("/v1/workers", self.list_workers)
         app.router.add_get("/v1/workers/{id}", self.get_worker)
         app.router.add_put("/v1/workers/{id}", self.put_worker)
@@ -55,7 +108,7 @@ class Api:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Turn aiohttp's own HTTP errors (404, 405, 413) into the JSON error shape."""
+        """Turn aiohttp's own HTTP errors (404, 405, 413) and any bug into the JSON shape."""
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -67,6 +120,11 @@ class Api:
                 413: f"request body is larger than {MAX_BODY} bytes",
             }.get(exc.status, exc.reason)
             return error(exc.status, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error in %s %s", request.method, request.path)
+            return error(500, f"internal error: {type(exc).__name__}: {exc}"[:500])
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -86,9 +144,21 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         if not self.ready:
             return error(503, "starting")
-        return web.json_response({"status": "ok", "workers": len(self.registry.workers())})
+        body: dict[str, Any] = {"status": "ok", "workers": len(self.registry.workers())}
+        degraded = self.registry.degraded
+        if degraded:
+            # Still 200: the daemon serves; monitoring reads "status" and "reason".
+            body.update(status="degraded", reason=degraded)
+        return web.json_response(body)
+
+    async def openapi_view(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi.spec())
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        return web.json_response({"nodes": self.xds.nodes()})
 
     async def metrics_view(self, request: web.Request) -> web.Response:
+        self.metrics.state_degraded.set(1 if self.registry.degraded else 0)
         body = self.metrics.render()
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
@@ -105,16 +175,18 @@ class Api:
     async def get_worker(self, request: web.Request) -> web.Response:
         try:
             worker_id = self._id(request)
+            wait = _wait_timeout(request)
         except _Reject as rej:
             return rej.response()
         worker = self.registry.get(worker_id)
         if worker is None:
             return error(404, f"worker {worker_id} is not registered")
-        return web.json_response(_worker_json(worker))
+        return await self._answer(worker, 200, wait)
 
     async def put_worker(self, request: web.Request) -> web.Response:
         try:
             worker_id = self._id(request)
+            wait = _wait_timeout(request)
             body = await self._json_body(request)
             worker = Worker.from_dict(body, worker_id=worker_id)
         except _Reject as rej:
@@ -128,7 +200,39 @@ class Api:
         except RegistryError as exc:
             log.error("%s", exc)
             return error(500, f"worker not stored: {exc}")
-        return web.json_response(_worker_json(worker), status=201 if created else 200)
+        return await self._answer(worker, 201 if created else 200, wait)
+
+    async def _answer(self, worker: Worker, status: int, wait: float | None) -> web.Response:
+        """The worker (status as given) once routable, or 202 with the pending nodes."""
+        if wait is None:
+            return web.json_response(_worker_json(worker), status=status)
+        try:
+            # The core returns by itself at the timeout; the margin only guards against a bug.
+            pending = await asyncio.wait_for(
+                self.xds.wait_routable(worker.id, wait), wait + WAIT_GRACE
+            )
+        except TimeoutError:
+            log.error("wait_routable(%s, %s) did not return in time", worker.id, wait)
+            pending = sorted(str(node.get("id")) for node in self.xds.nodes())
+        except Exception as exc:
+            log.exception("waiting for worker %s to become routable failed", worker.id)
+            return error(
+                500, f"worker {worker.id} is stored, but waiting for Envoy failed: {exc}"[:500]
+            )
+        self.metrics.waits.labels("pending" if pending else "routable").inc()
+        if not pending:
+            return web.json_response(_worker_json(worker), status=status)
+        log.warning(
+            "worker %s not routable on %d node(s) after %ss: %s",
+            worker.id,
+            len(pending),
+            wait,
+            ", ".join(pending),
+        )
+        return web.json_response(
+            {"worker": _worker_json(worker), "pending": list(pending), "created": status == 201},
+            status=202,
+        )
 
     async def delete_worker(self, request: web.Request) -> web.Response:
         try:
@@ -159,8 +263,45 @@ class Api:
             raise _Reject(400, "request body is empty; send a JSON object with host and port")
         try:
             return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _Reject(400, f"request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise _Reject(400, "request body is not valid JSON: nested too deeply") from exc
+        except ValueError as exc:
+            # JSONDecodeError, UnicodeDecodeError, and int() past its digit limit
+            # ("Exceeds the limit (4300 digits) for integer string conversion").
+            raise _Reject(400, f"request body is not valid JSON: {str(exc)[:200]}") from exc
+
+
+def _wait_timeout(request: web.Request) -> float | None:
+    """The query of a worker request: None (answer at once) or seconds to wait for routable."""
+    query = request.query
+    unknown = sorted(set(query) - set(WORKER_QUERY))
+    if unknown:
+        raise _Reject(
+            400,
+            f"unknown query parameter(s): {', '.join(unknown)} (allowed: wait, timeout)"[:300],
+        )
+    for key in WORKER_QUERY:
+        if len(query.getall(key, [])) > 1:
+            raise _Reject(400, f"query parameter {key} is given more than once")
+    wait = query.get("wait", "none")
+    if wait not in WAIT_VALUES:
+        raise _Reject(400, f"wait must be one of {', '.join(WAIT_VALUES)}, not {wait[:40]!r}")
+    if "timeout" not in query:
+        return WAIT_TIMEOUT_DEFAULT if wait == "routable" else None
+    if wait != "routable":
+        raise _Reject(400, "timeout applies only with wait=routable")
+    text = query["timeout"]
+    try:
+        timeout = float(text) if len(text) <= 20 else math.nan
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and 0 <= timeout <= WAIT_TIMEOUT_MAX):
+        raise _Reject(
+            400,
+            f"timeout must be a number of seconds from 0 to {WAIT_TIMEOUT_MAX:g}, "
+            f"not {text[:40]!r}",
+        )
+    return timeout
 
 
 class _Reject(Exception):

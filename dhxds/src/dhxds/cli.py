@@ -1,4 +1,8 @@
-"""Command line: `dhxds serve` and `dhxds workers list|get|add|remove` (over the HTTP API)."""
+"""Command line: `dhxds serve`, `dhxds workers list|get|add|remove` and `dhxds nodes`
+(over the HTTP API).
+
+Exit codes: 0 ok, 1 the API refused or cannot be reached, 2 bad configuration or token file,
+3 `workers add --wait`: stored, but not routable on every Envoy node within the timeout."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from .config import Config, ConfigError, load_config, read_token, split_listen
 from .model import UPSTREAM_PROTOCOLS
 
 DEFAULT_CONFIG = "/etc/dhxds/config.yml"
+EXIT_PENDING = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--upstream-protocol", choices=UPSTREAM_PROTOCOLS)
     add.add_argument("--tls", action="store_true", help="connect to the worker with TLS")
     add.add_argument("--tls-sni")
+    add.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until every connected Envoy has ACKed the worker's cluster and route; "
+        f"exit {EXIT_PENDING} and list the pending nodes on timeout",
+    )
+    add.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait with --wait (0-60, default 5)",
+    )
     rm = workers.add_parser("remove", parents=[common], help="deregister a worker")
     rm.add_argument("id")
+    nodes = sub.add_parser(
+        "nodes", parents=[common], help="list connected Envoy nodes and their xDS sync state"
+    )
+    nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -109,10 +130,47 @@ def _workers(args: argparse.Namespace) -> int:
         body["tls"] = True
     if args.tls_sni:
         body["tls_sni"] = args.tls_sni
-    worker = client.request("PUT", _worker_path(args.id), body)
+    path = _worker_path(args.id)
+    if args.wait:
+        path += f"?wait=routable&timeout={args.timeout:g}"
+    status, answer = client.call("PUT", path, body, extra_timeout=args.timeout if args.wait else 0)
+    worker = answer["worker"] if status == 202 else answer
     print(
         f"registered {worker['id']} -> {worker['host']}:{worker['port']} ({worker['envoy_prefix']})"
     )
+    if status == 202:
+        pending = answer.get("pending", [])
+        print(
+            f"dhxds: {worker['id']} is stored but not routable after {args.timeout:g}s; "
+            f"{len(pending)} Envoy node(s) have not ACKed its cluster and route: "
+            + ", ".join(pending),
+            file=sys.stderr,
+        )
+        return EXIT_PENDING
+    if args.wait:
+        print(f"{worker['id']} is routable on every connected Envoy")
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    nodes = _client(args).request("GET", "/v1/nodes")["nodes"]
+    if args.json:
+        print(json.dumps(nodes, indent=2))
+        return 0
+    print(f"{'NODE':<32} {'API':<4} {'TRANSPORT':<9} {'CONNECTED SINCE':<25} ACKED / NACK")
+    for node in nodes:
+        acked = ", ".join(
+            f"{type_url.rsplit('.', 1)[-1]}={version}"
+            for type_url, version in sorted(node.get("acked", {}).items())
+        )
+        nack = node.get("nack")
+        state = acked or "-"
+        if nack:
+            state += f"; NACK of {nack.get('version')}: {nack.get('message')}"
+        print(
+            f"{node['id']:<32} {node['api']:<4} {node['transport']:<9} "
+            f"{node['connected_since']:<25} {state}"
+        )
     return 0
 
 
@@ -135,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"dhxds: {exc}", file=sys.stderr)
                 return 1
             return 0
+        if args.command == "nodes":
+            return _nodes(args)
+        if getattr(args, "wait", False) and not 0 <= args.timeout <= 60:
+            raise ConfigError(f"--timeout must be from 0 to 60 seconds, not {args.timeout:g}")
         return _workers(args)
     except ConfigError as exc:
         print(f"dhxds: {exc}", file=sys.stderr)

@@ -52,8 +52,11 @@ def split_listen(value: object, key: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        validate_host(host, key)
-        validate_port(int(port) if port.isdigit() else port, key)
+        validate_host(host, key, listen=True)
+        # isdigit() and a short length first: int() of thousands of digits raises ValueError.
+        validate_port(
+            int(port) if port.isascii() and port.isdigit() and len(port) <= 6 else port, key
+        )
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
     return host, int(port)

@@ -46,5 +46,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.waits = Counter(
+            "dhxds_routable_waits",
+            "Worker requests with wait=routable, by outcome (routable, or pending at the timeout)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.state_degraded = Gauge(
+            "dhxds_state_degraded",
+            "1 while the registry runs from the last-good copy of its state file",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,15 +7,24 @@ with a message that names the field instead of turning into a NACKed xDS push.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The validation patterns. plugins/module_utils/xds_api.py (the Ansible module side, which
+# cannot import dhxds) holds the same pattern texts; tests/unit/plugins/test_validation_rules.py
+# asserts they are identical and runs tests/data/validation_corpus.json through both sides.
+# Always used with fullmatch(): `$` would also match before a trailing newline.
+log = logging.getLogger(__name__)
+WORKER_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 # RFC 1123 host names: labels of letters, digits and inner hyphens.
-_HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+HOST_LABEL_PATTERN = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # Path characters that need no escaping and cannot smuggle a query or fragment.
-_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+ENVOY_PREFIX_PATTERN = r"(/[A-Za-z0-9._~-]+)+"
+WORKER_ID_RE = re.compile(WORKER_ID_PATTERN)
+_HOST_LABEL_RE = re.compile(HOST_LABEL_PATTERN)
+_PREFIX_RE = re.compile(ENVOY_PREFIX_PATTERN)
 
 UPSTREAM_PROTOCOLS = ("downstream", "http1", "http2")
 WORKER_FIELDS = (
@@ -42,7 +51,7 @@ def validate_worker_id(worker_id: object) -> str:
         raise ValidationError(f"worker id {worker_id!r} must be ASCII")
     if len(worker_id) > 128:
         raise ValidationError(f"worker id is {len(worker_id)} characters long; the limit is 128")
-    if not WORKER_ID_RE.match(worker_id) or ".." in worker_id:
+    if not WORKER_ID_RE.fullmatch(worker_id) or ".." in worker_id:
         raise ValidationError(
             f"worker id {worker_id!r} is invalid: use 1-128 of [A-Za-z0-9._-], "
             "starting with a letter or digit, without '..'"
@@ -50,20 +59,52 @@ def validate_worker_id(worker_id: object) -> str:
     return worker_id
 
 
-def validate_host(host: object, field: str = "host") -> str:
+def unusable_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why Envoy cannot connect to this address, or None when it can."""
+    if getattr(address, "scope_id", None):
+        return (
+            "has a zone (%" + str(address.scope_id) + "); Envoy cannot connect to scoped "
+            "addresses: use a global or unique-local address or a DNS name"
+        )
+    if address.is_unspecified:
+        return "is the unspecified address (any interface), not one a proxy can connect to"
+    if address.is_multicast:
+        return "is a multicast address; a worker needs a unicast address"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the broadcast address; a worker needs a unicast address"
+    if address.version == 6 and address.is_link_local:
+        return (
+            "is an IPv6 link-local address, usable only with a zone that Envoy cannot take: "
+            "use a global or unique-local address or a DNS name"
+        )
+    return None
+
+
+def validate_host(
+    host: object, field: str = "host", listen: bool = False, stored: bool = False
+) -> str:
+    """A host Envoy can connect to (listen=True: a local address to bind, 0.0.0.0 and :: ok).
+
+    stored=True (a state file written by an older dhxds): an address refused since then only
+    gets a warning, so an upgrade does not stop the daemon over a worker that was accepted."""
     if not isinstance(host, str) or host == "":
         raise ValidationError(f"{field} must be a non-empty string")
+    if len(host) > 253:
+        raise ValidationError(f"{field} is {len(host)} characters long; the limit is 253")
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        address = None
+    if address is not None:
+        reason = unusable_address(address)
+        if reason and not (listen and address.is_unspecified):
+            if not stored:
+                raise ValidationError(f"{field} {host!r} {reason}")
+            log.warning("stored %s %r %s; the API refuses it now: re-register", field, host, reason)
+        return str(address)
     labels = host.rstrip(".").split(".")
     # An all-numeric top label would be read as a (malformed) IP address by Envoy.
-    if (
-        len(host) > 253
-        or labels[-1].isdigit()
-        or not all(_HOST_LABEL_RE.match(label) for label in labels)
-    ):
+    if labels[-1].isdigit() or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
         raise ValidationError(f"{field} {host!r} is neither an IP address nor a valid DNS name")
     return host
 
@@ -73,7 +114,10 @@ def validate_port(port: object, field: str = "port") -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise ValidationError(f"{field} must be an integer between 1 and 65535")
     if not 1 <= port <= 65535:
-        raise ValidationError(f"{field} {port} is outside 1-65535")
+        # A port of thousands of digits must not turn into a message of thousands of digits
+        # (or into int->str's own ValueError past 4300 digits).
+        shown = str(port) if -(10**12) < port < 10**12 else "with more than 12 digits"
+        raise ValidationError(f"{field} {shown} is outside 1-65535")
     return port
 
 
@@ -90,7 +134,7 @@ def _validate_protocol(value: object) -> str:
 
 
 def validate_envoy_prefix(value: object) -> str:
-    if not isinstance(value, str) or not _PREFIX_RE.match(value) or len(value) > 256:
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value) or len(value) > 256:
         raise ValidationError(
             "envoy_prefix must look like /worker/<id>: '/'-separated segments of "
             "[A-Za-z0-9._~-], no trailing '/', at most 256 characters"
@@ -130,10 +174,10 @@ class Upstream:
         return cls(**_upstream_kwargs(fields))
 
 
-def _upstream_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+def _upstream_kwargs(data: dict[str, Any], stored: bool = False) -> dict[str, Any]:
     tls_sni = data.get("tls_sni")
     return {
-        "host": validate_host(data["host"]),
+        "host": validate_host(data["host"], stored=stored),
         "port": validate_port(data["port"]),
         "upstream_protocol": _validate_protocol(data.get("upstream_protocol", "downstream")),
         "tls": _validate_bool(data.get("tls", False), "tls"),
@@ -149,8 +193,15 @@ class Worker(Upstream):
     static: bool = False  # from the config file; the API cannot change it
 
     @classmethod
-    def from_dict(cls, data: object, worker_id: str | None = None, static: bool = False) -> Worker:
-        """Validate an API body (or stored record); worker_id comes from the URL when given."""
+    def from_dict(
+        cls,
+        data: object,
+        worker_id: str | None = None,
+        static: bool = False,
+        stored: bool = False,
+    ) -> Worker:
+        """Validate an API body (or stored record: stored=True, see validate_host); worker_id
+        comes from the URL when given."""
         fields = _check_fields(data, WORKER_FIELDS, "worker")
         body_id = fields.get("id")
         if worker_id is None:
@@ -168,7 +219,7 @@ class Worker(Upstream):
             else validate_envoy_prefix(prefix),
             strip_prefix=_validate_bool(fields.get("strip_prefix", True), "strip_prefix"),
             static=static,
-            **_upstream_kwargs(fields),
+            **_upstream_kwargs(fields, stored),
         )
 
     def to_dict(self) -> dict[str, Any]:

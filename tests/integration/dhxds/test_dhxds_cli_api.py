@@ -73,6 +73,15 @@ BAD_REQUESTS = [
     ("PUT", "/v1/workers/w", b"{not json", 400, "not valid JSON"),
     ("PUT", "/v1/workers/w", b"[1, 2]", 400, "must be a JSON object"),
     ("DELETE", "/v1/workers/ghost", None, 404, "not registered"),
+    ("PUT", "/v1/workers/w%0A", {"host": HOST, "port": 1}, 400, "is invalid"),
+    ("PUT", "/v1/workers/w", {"host": HOST, "port": 1, "envoy_prefix": "/w\n"}, 400, "envoy_"),
+    ("PUT", "/v1/workers/w", b"[" * 30000 + b"]" * 30000, 400, "nested too deeply"),
+    ("PUT", "/v1/workers/w", b'{"host": "h", "port": ' + b"7" * 5000 + b"}", 400, "valid JSON"),
+    ("PUT", "/v1/workers/w", {"host": "0.0.0.0", "port": 1}, 400, "unspecified address"),
+    ("PUT", "/v1/workers/w", {"host": "::", "port": 1}, 400, "unspecified address"),
+    ("PUT", "/v1/workers/w", {"host": "fe80::1%eth0", "port": 1}, 400, "has a zone"),
+    ("PUT", "/v1/workers/w", {"host": "224.0.0.1", "port": 1}, 400, "multicast"),
+    ("PUT", "/v1/workers/w?wait=routable&timeout=99", {"host": HOST, "port": 1}, 400, "timeout"),
 ]
 
 
@@ -90,6 +99,7 @@ def test_bad_requests_change_nothing(daemon):
             **kwargs,
         )
         assert resp.status_code == status, (path, resp.text)
+        assert resp.headers["Content-Type"].startswith("application/json"), (path, resp.text)
         assert message in resp.json()["error"], (path, resp.text)
         assert daemon.state_path.read_bytes() == before
         assert [w["id"] for w in daemon.call("GET", "/v1/workers").json()["workers"]] == ["keep"]
@@ -104,3 +114,31 @@ def test_missing_or_wrong_token_is_401(daemon, token):
     assert daemon.call("GET", "/v1/workers").json() == {"workers": []}
     assert daemon.call("GET", "/metrics", token=token).status_code == 401
     assert "dhxds_workers 0.0" in daemon.call("GET", "/metrics").text
+
+
+def test_wait_routable_nodes_and_openapi(daemon):
+    """No Envoy is connected: nothing to wait for, so wait=routable answers 201 at once."""
+    resp = daemon.call("PUT", "/v1/workers/w1?wait=routable&timeout=5", {"host": HOST, "port": 1})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["id"] == "w1"
+    resp = daemon.call("GET", "/v1/workers/w1?wait=routable&timeout=1")
+    assert resp.status_code == 200 and resp.json()["id"] == "w1"
+    assert daemon.call("GET", "/v1/nodes").json() == {"nodes": []}
+    assert daemon.call("GET", "/v1/nodes", token=None).status_code == 401
+    document = requests.get(daemon.api + "/openapi.json", timeout=10).json()
+    assert document["openapi"].startswith("3.") and "/v1/nodes" in document["paths"]
+
+
+def test_cli_add_wait_and_nodes(daemon):
+    added = _cli(daemon, "add", "w1", "--host", HOST, "--port", "9001", "--wait", "--timeout", "3")
+    assert added.returncode == 0, added.stderr
+    assert "w1 is routable on every connected Envoy" in added.stdout
+    nodes = _cli_nodes(daemon)
+    assert nodes.returncode == 0, nodes.stderr
+    assert nodes.stdout.startswith("NODE")
+    bad = _cli(daemon, "add", "w2", "--host", HOST, "--port", "1", "--wait", "--timeout", "61")
+    assert bad.returncode == 2 and "--timeout must be from 0 to 60" in bad.stderr
+
+
+def _cli_nodes(daemon, *args: str) -> subprocess.CompletedProcess:
+    return run_dhxds("nodes", *args, "--config", str(daemon.config_path), timeout=30)

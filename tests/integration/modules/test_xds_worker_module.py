@@ -1,5 +1,9 @@
 """dhops.envoy.xds_worker through `ansible`, against a real dhxds daemon."""
 
+import http.server
+import json
+import threading
+
 from module_harness import HOST, TOKEN, free_port
 
 
@@ -116,12 +120,20 @@ def test_unreachable_api_fails_clearly(run_module):
     assert result.result["msg"].startswith(f"cannot reach dhxds API at {url}")
 
 
-def test_daemon_validation_errors_are_passed_through(run_module, dhxds):
+def test_daemon_errors_are_passed_through(run_module, dhxds):
+    """What only the daemon can know (here: the envoy_prefix is taken) comes back verbatim."""
+    assert run_module("xds_worker", args(dhxds, id="w0", envoy_prefix="/shared")).rc == 0
+    result = run_module("xds_worker", args(dhxds, envoy_prefix="/shared"))
+    assert result.rc != 0
+    assert "HTTP 409" in result.result["msg"]
+    assert "envoy_prefix /shared is already used by worker w0" in result.result["msg"]
+    assert dhxds.worker("w1") is None
+
+
+def test_an_invalid_prefix_is_refused_before_any_call(run_module, dhxds):
     result = run_module("xds_worker", args(dhxds, envoy_prefix="/worker/w1/"))
     assert result.rc != 0
-    assert (
-        "HTTP 400" in result.result["msg"] and "envoy_prefix must look like" in result.result["msg"]
-    )
+    assert "envoy_prefix '/worker/w1/' is invalid" in result.result["msg"]
     assert dhxds.worker("w1") is None
 
 
@@ -144,3 +156,125 @@ def test_missing_token_and_bad_url_are_explained(run_module, dhxds):
         "xds_worker", {"api_url": "127.0.0.1:8125", "id": "w1", "host": HOST, "port": 1}
     )
     assert bad_url.rc != 0 and "must be an http:// or https:// URL" in bad_url.result["msg"]
+
+
+def test_waits_for_routable_by_default(run_module, dhxds):
+    """No Envoy is connected to this daemon: routable at once, pending is empty."""
+    first = run_module("xds_worker", args(dhxds))
+    assert first.rc == 0, first.result
+    assert first.result["changed"] is True and first.result["pending"] == []
+    # Unchanged: no PUT, but the module still asks the daemon (GET ?wait=routable).
+    again = run_module("xds_worker", args(dhxds, wait_timeout=5))
+    assert again.result["changed"] is False and again.result["pending"] == []
+    no_wait = run_module("xds_worker", args(dhxds, port=18111, wait="none"))
+    assert no_wait.rc == 0 and "pending" not in no_wait.result
+    assert dhxds.worker("w1")["port"] == 18111
+
+
+def test_option_mistakes_are_refused_before_any_call(run_module):
+    unreachable = f"http://{HOST}:{free_port()}"
+    cases = [
+        ({"tls_sni": "w.example.com"}, "tls_sni is set but tls is false"),
+        ({"timeout": 0}, "timeout must be at least 1 second, not 0"),
+        ({"timeout": -3}, "timeout must be at least 1 second, not -3"),
+        ({"wait_timeout": 0}, "wait_timeout must be from 1 to 60 seconds, not 0"),
+        ({"host": "0.0.0.0"}, "unspecified address"),
+        ({"host": "fe80::1%eth0"}, "has a zone"),
+        ({"envoy_prefix": "/worker/w1\n"}, "envoy_prefix"),
+        ({"id": "w1\n"}, "is invalid"),
+    ]
+    for change, message in cases:
+        task = {"api_url": unreachable, "token": TOKEN, "id": "w1", "host": HOST, "port": 1}
+        result = run_module("xds_worker", {**task, **change})
+        assert result.rc != 0, change
+        assert message in result.result["msg"], (change, result.result["msg"])
+
+
+class StandIn:
+    """A stand-in API: GET answers 404, PUT answers `put_status` with `put_body`; records
+    the request lines. For what a real daemon cannot be made to answer here (202)."""
+
+    def __init__(self, put_status, put_body):
+        calls = self.calls = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, status, body):
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                calls.append(("GET", self.path))
+                self._answer(404, {"error": "worker w1 is not registered"})
+
+            def do_PUT(self):
+                length = int(self.headers.get("Content-Length", 0))
+                calls.append(("PUT", self.path, json.loads(self.rfile.read(length))))
+                self._answer(put_status, put_body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.url = f"http://{HOST}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+WORKER = {
+    "id": "w1",
+    "host": HOST,
+    "port": 18101,
+    "envoy_prefix": "/worker/w1",
+    "strip_prefix": True,
+    "upstream_protocol": "downstream",
+    "tls": False,
+    "static": False,
+}
+
+
+def test_pending_nodes_fail_the_task_and_name_the_nodes(run_module):
+    standin = StandIn(202, {"worker": WORKER, "pending": ["envoy-a", "envoy-b"], "created": True})
+    try:
+        result = run_module(
+            "xds_worker",
+            {
+                "api_url": standin.url,
+                "token": TOKEN,
+                "id": "w1",
+                "host": HOST,
+                "port": 18101,
+                "wait_timeout": 7,
+            },
+        )
+    finally:
+        standin.close()
+    assert result.rc != 0 and result.result["failed"] is True
+    assert result.result["changed"] is True  # registered all the same
+    assert result.result["pending"] == ["envoy-a", "envoy-b"]
+    msg = result.result["msg"]
+    assert "worker w1 is registered but not routable after 7s" in msg
+    assert "2 Envoy node(s)" in msg and "envoy-a, envoy-b" in msg
+    assert result.result["worker"]["port"] == 18101
+    assert standin.calls[1][:2] == ("PUT", "/v1/workers/w1?wait=routable&timeout=7")
+
+
+def test_an_older_daemon_without_wait_support_still_works(run_module):
+    """An older daemon ignores the query and answers 201 with the worker: done."""
+    standin = StandIn(201, WORKER)
+    try:
+        result = run_module(
+            "xds_worker",
+            {"api_url": standin.url, "token": TOKEN, "id": "w1", "host": HOST, "port": 18101},
+        )
+    finally:
+        standin.close()
+    assert result.rc == 0, result.result
+    assert result.result["changed"] is True and result.result["pending"] == []
+    assert result.result["worker"] == WORKER

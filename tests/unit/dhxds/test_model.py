@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
-from dhxds.model import ValidationError, Worker
+from dhxds.model import (
+    ValidationError,
+    Worker,
+    validate_envoy_prefix,
+    validate_host,
+    validate_port,
+    validate_worker_id,
+)
 
 OK = {"host": "127.0.0.1", "port": 8080}
 
@@ -79,3 +89,72 @@ def test_defaults_and_round_trip():
     }
     assert Worker.from_dict(worker.stored_dict()) == worker
     assert Worker.from_dict(worker.stored_dict(), worker_id="w1") == worker
+
+
+# --- the shared corpus (also run through the Ansible module's checks) ------------------------
+CORPUS = json.loads(
+    (Path(__file__).resolve().parents[2] / "data" / "validation_corpus.json").read_text()
+)
+
+
+@pytest.mark.parametrize("worker_id", CORPUS["worker_id"]["valid"])
+def test_corpus_valid_ids(worker_id):
+    assert validate_worker_id(worker_id) == worker_id
+
+
+@pytest.mark.parametrize(("worker_id", "why"), CORPUS["worker_id"]["invalid"])
+def test_corpus_invalid_ids(worker_id, why):
+    with pytest.raises(ValidationError):
+        validate_worker_id(worker_id)
+
+
+@pytest.mark.parametrize("prefix", CORPUS["envoy_prefix"]["valid"])
+def test_corpus_valid_prefixes(prefix):
+    assert validate_envoy_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize(("prefix", "why"), CORPUS["envoy_prefix"]["invalid"])
+def test_corpus_invalid_prefixes(prefix, why):
+    with pytest.raises(ValidationError, match="envoy_prefix"):
+        validate_envoy_prefix(prefix)
+
+
+@pytest.mark.parametrize(("host", "canonical"), CORPUS["host"]["valid"])
+def test_corpus_valid_hosts(host, canonical):
+    assert validate_host(host) == canonical
+
+
+@pytest.mark.parametrize(("host", "why"), CORPUS["host"]["invalid"])
+def test_corpus_invalid_hosts(host, why):
+    with pytest.raises(ValidationError, match=r"^host "):
+        validate_host(host)
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("0.0.0.0", "unspecified address"),
+        ("::", "unspecified address"),
+        ("fe80::1%eth0", r"has a zone \(%eth0\)"),
+        ("fe80::1", "IPv6 link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("255.255.255.255", "broadcast"),
+        ("h" * 254, "the limit is 253"),
+    ],
+)
+def test_unusable_hosts_are_explained(host, message):
+    with pytest.raises(ValidationError, match=message):
+        Worker.from_dict({"host": host, "port": 1}, worker_id="w1")
+
+
+def test_listen_addresses_may_be_unspecified():
+    assert validate_host("0.0.0.0", "api.listen", listen=True) == "0.0.0.0"
+    assert validate_host("::", "api.listen", listen=True) == "::"
+    with pytest.raises(ValidationError, match="zone"):
+        validate_host("fe80::1%eth0", "api.listen", listen=True)
+
+
+def test_a_port_of_thousands_of_digits_gets_a_short_message():
+    with pytest.raises(ValidationError, match="more than 12 digits is outside 1-65535"):
+        validate_port(10**4000)

@@ -9,8 +9,10 @@ from ansible_collections.dhops.envoy.plugins.module_utils.xds_api import (
 )
 from ansible_collections.dhops.envoy.plugins.modules.xds_worker import (
     as_text,
+    check_params,
     desired_worker,
     differs,
+    pending_message,
 )
 
 PARAMS = {
@@ -94,3 +96,52 @@ def test_diff_text_shows_only_decided_fields():
 def test_api_url_must_be_http(url):
     with pytest.raises(ApiError, match="must be an http"):
         XdsApi(url)
+
+
+TASK = {
+    **PARAMS,
+    "state": "present",
+    "timeout": 10,
+    "wait": "routable",
+    "wait_timeout": 30,
+}
+
+
+def test_a_normal_task_passes_the_checks():
+    check_params(TASK)
+    check_params({**TASK, "tls": True, "tls_sni": "w1.example.com"})
+    check_params({**TASK, "state": "absent", "host": None, "port": None})
+    check_params({**TASK, "wait": "none", "wait_timeout": 0})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tls_sni": "w1.example.com"}, "tls_sni is set but tls is false"),
+        ({"timeout": 0}, "timeout must be at least 1 second, not 0"),
+        ({"timeout": -5}, "timeout must be at least 1 second, not -5"),
+        ({"wait_timeout": 0}, "wait_timeout must be from 1 to 60 seconds, not 0"),
+        ({"wait_timeout": 61}, "wait_timeout must be from 1 to 60 seconds, not 61"),
+        ({"host": "0.0.0.0"}, "unspecified address"),
+        ({"host": "fe80::1%eth0"}, "has a zone"),
+        ({"host": "224.0.0.1"}, "multicast"),
+        ({"port": 0}, "outside 1-65535"),
+        ({"envoy_prefix": "/worker/w1\n"}, "envoy_prefix"),
+        ({"id": "w1\n"}, "is invalid"),
+        ({"tls": True, "tls_sni": "bad name"}, "tls_sni 'bad name' is neither"),
+    ],
+)
+def test_task_mistakes_are_refused_before_any_call(change, message):
+    with pytest.raises(ApiError, match=message):
+        check_params({**TASK, **change})
+
+
+def test_pending_nodes_are_listed_in_the_message():
+    text = pending_message("w1", ["envoy-a", "envoy-b"], 30, True)
+    assert "worker w1 is registered but not routable after 30s" in text
+    assert "2 Envoy node(s)" in text and "envoy-a, envoy-b" in text
+
+
+def test_wait_urls():
+    api = XdsApi("http://xds:8125")
+    assert api.worker_url("w1", 30) == "http://xds:8125/v1/workers/w1?wait=routable&timeout=30"
