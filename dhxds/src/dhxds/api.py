@@ -56,16 +56,6 @@ class XdsView(Protocol):
         ...
 
 
-class _NoXds:
-    """Stand-in when the daemon gives the API no xDS view: no nodes, nothing to wait for."""
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return []
-
-    async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
-        return []
-
-
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -80,16 +70,14 @@ class Api:
         registry: Registry,
         metrics: Metrics,
         token: str,
+        xds: XdsView,
         metrics_require_token: bool = True,
-        xds: XdsView | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self._token = token.encode()
         self._open = OPEN_PATHS | ({"/metrics"} if not metrics_require_token else set())
-        if xds is None:
-            log.warning("API without an xDS view: /v1/nodes is empty and wait=routable is a no-op")
-        self.xds: XdsView = xds if xds is not None else _NoXds()
+        self.xds = xds
         self.ready = False
 
     def app(self) -> web.Application:

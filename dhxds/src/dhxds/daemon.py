@@ -89,7 +89,9 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
 
         grpc_server = await start_grpc(self.xds, self.config.xds_listen)
-        api = Api(self.registry, self.metrics, self.token, self.config.metrics_require_token)
+        api = Api(
+            self.registry, self.metrics, self.token, self.xds, self.config.metrics_require_token
+        )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         try:

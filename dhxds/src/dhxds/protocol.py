@@ -2,7 +2,7 @@
 per-node ordering rules, as plain functions of (state, request, now).
 
 No gRPC and no event loop here: grpc_server.py only moves bytes and wakes streams, and the
-property tests drive this module directly. The rules (docs/protocol.md explains them with their reasons):
+property tests drive this module directly. The rules (docs/protocol.md gives their reasons):
 
 1. One response in flight per type and stream. While it is unanswered, changes coalesce;
    its ACK or NACK lets the newest state go out. So an ACK always names the last response

@@ -34,3 +34,14 @@ class FakeXds:
             return []
         await asyncio.sleep(timeout)
         return ["envoy-1"]
+
+
+def real_xds(registry):
+    """The real xDS server around the registry's current state, with no Envoy connected:
+    no nodes, and every worker routable at once (nobody to wait for)."""
+    from dhxds.grpc_server import XdsServer
+    from dhxds.metrics import Metrics
+    from dhxds.protocol import XdsCore
+    from dhxds.snapshot import Snapshot, new_encoders
+
+    return XdsServer(XdsCore(Snapshot(registry.state(), new_encoders())), Metrics())

@@ -10,7 +10,7 @@ from dhxds.api import Api
 from dhxds.metrics import Metrics
 from dhxds.model import Upstream, Worker
 from dhxds.registry import JsonFileBackend, Registry
-from fake_xds import FakeXds
+from fake_xds import FakeXds, real_xds
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,7 +27,7 @@ def run_api(tmp_path, scenario, metrics_require_token=True, xds=None):
         registry.load()
         changes: list[int] = []
         registry.on_change(lambda: changes.append(1))
-        api = Api(registry, Metrics(), TOKEN, metrics_require_token, xds=xds)
+        api = Api(registry, Metrics(), TOKEN, xds or real_xds(registry), metrics_require_token)
         api.ready = True
         async with TestClient(TestServer(api.app())) as client:
             await scenario(client, registry, changes)

@@ -27,7 +27,7 @@ def api_url(tmp_path, monkeypatch):
     thread.start()
     registry = Registry(JsonFileBackend(tmp_path / "w.json"), Upstream("127.0.0.1", 1), "rds")
     registry.load()
-    api = Api(registry, Metrics(), TOKEN, xds=FakeXds({"w1": 0.05}))
+    api = Api(registry, Metrics(), TOKEN, FakeXds({"w1": 0.05}))
     api.ready = True
 
     async def start():

@@ -11,7 +11,7 @@ from dhxds.metrics import Metrics
 from dhxds.model import WORKER_ID_PATTERN, Upstream
 from dhxds.openapi import spec
 from dhxds.registry import JsonFileBackend, Registry
-from fake_xds import FakeXds
+from fake_xds import FakeXds, real_xds
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
@@ -20,7 +20,7 @@ METHODS = {"get", "put", "post", "delete", "patch"}
 
 def _app(tmp_path):
     registry = Registry(JsonFileBackend(tmp_path / "w.json"), Upstream("127.0.0.1", 1), "rds")
-    return Api(registry, Metrics(), "t").app()
+    return Api(registry, Metrics(), "t", real_xds(registry)).app()
 
 
 def test_the_document_is_valid_openapi():
