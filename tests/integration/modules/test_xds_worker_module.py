@@ -1,6 +1,6 @@
 """dhops.envoy.xds_worker through `ansible`, against a real dhxds daemon."""
 
-from module_harness import HOST, TOKEN, free_port
+from dhops_testkit import HOST, TOKEN, free_port
 
 
 def args(dhxds, **extra):
