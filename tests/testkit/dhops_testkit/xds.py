@@ -303,7 +303,8 @@ class Envoy:
     def get(self, path: str, **kw) -> requests.Response:
         if self.tls:
             kw.setdefault("verify", str(self.tls[0]))
-        return requests.get(self.url + path, timeout=5, **kw)
+        timeout = kw.pop("timeout", 5)
+        return requests.get(self.url + path, timeout=timeout, **kw)
 
     def stat(self, name: str) -> int:
         text = requests.get(
