@@ -3,6 +3,7 @@ dhxds: header and path routing, websockets, idle subscriptions, workers leaving 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import queue
@@ -147,12 +148,15 @@ def test_the_bare_worker_path_reaches_the_worker(stack, worker_id):
     assert bare.headers["location"].endswith("/ide/")
 
 
+@pytest.mark.parametrize("mode", ["application/grpc-web+proto", "application/grpc-web-text"])
 @pytest.mark.parametrize("worker_id", ["w1", "w10"])
-def test_grpc_web_over_a_worker_path_reaches_that_worker(stack, worker_id, tmp_path):
+def test_grpc_web_over_a_worker_path_reaches_that_worker(stack, worker_id, mode, tmp_path):
     # What the web IDE does with fetch: a unary call in gRPC-web framing over HTTP/2 (TLS+ALPN,
-    # as a browser). Deephaven answers gRPC-web only over HTTP/2 (over HTTP/1.1 it refuses).
+    # as a browser). Deephaven answers binary gRPC-web itself, but only over HTTP/2; the text
+    # mode (base64) works only through Envoy's grpc_web filter (envoy_grpc_web_enabled).
+    text = mode.endswith("-text")
     request, answer = tmp_path / "request", tmp_path / "answer"
-    request.write_bytes(EMPTY_GRPC_MESSAGE)
+    request.write_bytes(base64.b64encode(EMPTY_GRPC_MESSAGE) if text else EMPTY_GRPC_MESSAGE)
     curl = subprocess.run(
         [
             "curl",
@@ -161,7 +165,9 @@ def test_grpc_web_over_a_worker_path_reaches_that_worker(stack, worker_id, tmp_p
             "--cacert",
             str(stack.ca),
             "-H",
-            "content-type: application/grpc-web+proto",
+            f"content-type: {mode}",
+            "-H",
+            f"accept: {mode}",
             "-H",
             "x-grpc-web: 1",
             "--data-binary",
@@ -169,7 +175,7 @@ def test_grpc_web_over_a_worker_path_reaches_that_worker(stack, worker_id, tmp_p
             "-o",
             str(answer),
             "-w",
-            "%{http_version} %{http_code}",
+            "%{http_version} %{http_code} %{content_type}",
             f"{stack.envoy.url}/worker/{worker_id}{AUTH_CONSTANTS}",
         ],
         capture_output=True,
@@ -178,8 +184,13 @@ def test_grpc_web_over_a_worker_path_reaches_that_worker(stack, worker_id, tmp_p
         check=False,
     )
     assert curl.returncode == 0, curl.stderr
-    assert curl.stdout == "2 200"
-    assert _worker_name(_grpc_web_messages(answer.read_bytes())[0]) == worker_id
+    version, status, content_type = curl.stdout.split(" ", 2)
+    assert (version, status) == ("2", "200")
+    body = answer.read_bytes()
+    if content_type.startswith("application/grpc-web-text"):
+        body = base64.b64decode(body)
+    assert _grpc_web_messages(body), (content_type, body[:200])
+    assert _worker_name(_grpc_web_messages(body)[0]) == worker_id
 
 
 @pytest.mark.parametrize("worker_id", ["w1", "w10"])
@@ -200,6 +211,18 @@ def test_an_idle_subscription_survives_longer_than_envoys_default_timeouts(stack
             assert whoami(sess) == "w1"  # the session's own channel is alive too
         finally:
             stream.close()
+
+
+def test_a_large_snapshot_streams_through_the_per_connection_buffers(stack):
+    # ~32 MB in one Arrow Flight DoGet, through Envoy's 1 MiB per-connection buffer limit.
+    with session(stack.envoy.listen_port, stack.ca, "/worker/w10") as sess:
+        sess.run_script(
+            "from deephaven import empty_table\n"
+            "big = empty_table(2_000_000).update(['X = (double) i', 'Y = (long) i'])"
+        )
+        table = sess.open_table("big").to_arrow()
+        assert table.num_rows == 2_000_000
+        assert table.column("Y")[1_999_999].as_py() == 1_999_999
 
 
 def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):

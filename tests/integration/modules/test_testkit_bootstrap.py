@@ -8,6 +8,7 @@ from dhops_testkit.roles import render_role_template, template_variables
 
 CASES = {
     "tls-ads": {"envoy_tls_enabled": True},
+    "v3-before-1.26-no-connection-monitor": {"envoy_version": "1.25.9", "envoy_tls_enabled": False},
     "separate-streams-grpc-web-health": {
         "envoy_tls_enabled": False,
         "envoy_xds_use_ads": False,

@@ -9,6 +9,8 @@ with the undefined name.
 from __future__ import annotations
 
 import json
+import operator
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,27 @@ def _to_json(value: Any, **kw: Any) -> str:
     return json.dumps(value, **kw)
 
 
+_OPERATORS = {
+    "<": operator.lt, "lt": operator.lt, "<=": operator.le, "le": operator.le,
+    ">": operator.gt, "gt": operator.gt, ">=": operator.ge, "ge": operator.ge,
+    "==": operator.eq, "=": operator.eq, "eq": operator.eq,
+    "!=": operator.ne, "<>": operator.ne, "ne": operator.ne,
+}  # fmt: skip
+
+
+def _version_test(value: Any, other: Any, op: str = "eq") -> bool:
+    """Ansible's `version` test for plain X.Y.Z versions."""
+
+    def parts(v: Any) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", str(v)))
+
+    return _OPERATORS[op](parts(value), parts(other))
+
+
 def _environment(cls: type[jinja2.Environment], **options: Any) -> jinja2.Environment:
     env = cls(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, **options)
     env.filters["to_json"] = _to_json
+    env.tests["version"] = _version_test
     return env
 
 
