@@ -48,8 +48,9 @@ class DeephavenWorker:
         self.started_at = 0.0
         self.ready_after: float | None = None
 
-    def start(self) -> DeephavenWorker:
-        """Start without waiting (see wait_ready), so several JVMs boot in parallel."""
+    def start(self, detach: bool = False) -> DeephavenWorker:
+        """Start without waiting (see wait_ready), so several JVMs boot in parallel.
+        detach: in its own session, so it outlives the caller (the demo)."""
         self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -70,7 +71,9 @@ class DeephavenWorker:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
+                start_new_session=detach,
             )
         return self
 
