@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -21,16 +20,7 @@ from pathlib import Path
 
 import requests
 from aiohttp import web
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration" / "dhxds"))  # the integration harness
-
-from dhxds.model import Upstream, Worker  # noqa: E402
-from dhxds.registry import STATE_FORMAT  # noqa: E402
-from dhxds.resources import RegistryState  # noqa: E402
-from dhxds.snapshot import Snapshot, encode_response, new_encoders, version_of  # noqa: E402
-from dhxds.xds_types import V2, V3  # noqa: E402
-from xds_harness import (  # noqa: E402
+from dhops_testkit import (
     ENVOY_MAIN,
     HOST,
     AckingAds,
@@ -40,6 +30,13 @@ from xds_harness import (  # noqa: E402
     XdsClient,
     wait_for,
 )
+from dhxds.model import Upstream, Worker
+from dhxds.registry import STATE_FORMAT
+from dhxds.resources import RegistryState
+from dhxds.snapshot import Snapshot, encode_response, new_encoders, version_of
+from dhxds.xds_types import V2, V3
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class PortEcho(Backends):

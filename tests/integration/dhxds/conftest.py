@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from xds_harness import ENVOY_MAIN, Backends, Daemon, Envoy
+from dhops_testkit import ENVOY_MAIN, Backends, Daemon, Envoy
 
 
 @pytest.fixture

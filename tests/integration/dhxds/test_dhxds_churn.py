@@ -9,7 +9,7 @@ import time
 
 import pytest
 import yaml
-from xds_harness import (
+from dhops_testkit import (
     CDS_TYPE,
     ENVOY_MAIN,
     RDS_TYPE,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import requests
-from xds_harness import HOST, run_dhxds
+from dhops_testkit import HOST, run_dhxds
 
 
 def _cli(daemon, *args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from xds_harness import ENVOY_MAIN, Daemon, Envoy, wait_for
+from dhops_testkit import ENVOY_MAIN, Daemon, Envoy, wait_for
 
 
 def _watch(envoy, path: str, until: str, timeout: float = 60) -> list[int | str]:

@@ -6,10 +6,10 @@ import json
 import subprocess
 
 import pytest
+from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, envoy_binary
 from dhxds.model import Upstream, Worker
 from dhxds.resources import RegistryState, build_clusters, build_route_config
 from google.protobuf import json_format
-from xds_harness import ENVOY_MAIN, ENVOY_OLD, envoy_binary
 
 WORKERS = [
     {"id": "w1", "host": "127.0.0.1", "port": 10001},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from xds_harness import Daemon, run_dhxds
+from dhops_testkit import Daemon, run_dhxds
 
 
 def test_notify_ready_and_graceful_sigterm(tmp_path, web_api_port):

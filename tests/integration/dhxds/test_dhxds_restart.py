@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from xds_harness import ENVOY_MAIN, wait_for
+from dhops_testkit import ENVOY_MAIN, wait_for
 
 
 @pytest.mark.parametrize("mode", ["ads", "separate"])

@@ -4,7 +4,7 @@ reachable through every connected Envoy at once; a disconnected-but-open stream 
 from __future__ import annotations
 
 import pytest
-from xds_harness import ENVOY_MAIN, ENVOY_OLD, HOST, open_ads, wait_for
+from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, HOST, open_ads, wait_for
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"

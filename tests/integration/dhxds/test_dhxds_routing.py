@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, GrpcBackend, wait_for
 from websockets.sync.client import connect
-from xds_harness import ENVOY_MAIN, ENVOY_OLD, GrpcBackend, wait_for
 
 
 @pytest.fixture

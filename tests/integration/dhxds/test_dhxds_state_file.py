@@ -7,7 +7,7 @@ import json
 
 import pytest
 import requests
-from xds_harness import HOST, Daemon, run_dhxds
+from dhops_testkit import HOST, Daemon, run_dhxds
 
 W1 = {"id": "w1", "host": HOST, "port": 9001}
 

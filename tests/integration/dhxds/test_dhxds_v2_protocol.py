@@ -4,10 +4,10 @@ speaks envoy.api.v2 CDS/RDS/ADS to the same daemon that serves v3."""
 from __future__ import annotations
 
 import pytest
+from dhops_testkit import XdsClient
 from envoy.api.v2 import cluster_pb2, route_pb2
 from envoy.api.v2.core import base_pb2
 from google.rpc import status_pb2
-from xds_harness import XdsClient
 
 V2_CLUSTER = "type.googleapis.com/envoy.api.v2.Cluster"
 V2_ROUTE = "type.googleapis.com/envoy.api.v2.RouteConfiguration"

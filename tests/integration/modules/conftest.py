@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from module_harness import Dhxds, ansible_module, ansible_playbook
+from dhops_testkit import Daemon
+from dhops_testkit.ansible_run import ansible_module, ansible_playbook
 
 
 @pytest.fixture
@@ -28,6 +29,6 @@ def run_playbook(tmp_path):
 
 @pytest.fixture
 def dhxds(tmp_path):
-    daemon = Dhxds(tmp_path / "dhxds").start()
+    daemon = Daemon(tmp_path / "dhxds").start()
     yield daemon
     daemon.stop()

@@ -4,7 +4,7 @@ closed source). The stand-in stores files in a directory and logs each call."""
 from pathlib import Path
 
 import pytest
-from module_harness import dhconfig_imports, standin_dhconfig
+from dhops_testkit.ansible_run import dhconfig_imports, standin_dhconfig
 
 SCOPE = "service.name=web_api_service"
 ORIGINAL = "includefiles=iris-defaults.prop\n[service.name=web_api_service] {\n    a=1\n}\n"

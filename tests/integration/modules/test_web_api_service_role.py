@@ -3,7 +3,7 @@
 import textwrap
 
 import pytest
-from module_harness import dhconfig_imports, standin_dhconfig
+from dhops_testkit.ansible_run import dhconfig_imports, standin_dhconfig
 
 ORIGINAL = "# Deephaven site settings\nintraday.server=localhost\n"
 BLOCK = (

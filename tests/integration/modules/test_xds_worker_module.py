@@ -4,7 +4,7 @@ import http.server
 import json
 import threading
 
-from module_harness import HOST, TOKEN, free_port
+from dhops_testkit import HOST, TOKEN, free_port
 
 
 def args(dhxds, **extra):

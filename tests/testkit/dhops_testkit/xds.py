@@ -1,4 +1,4 @@
-"""Real processes for dhxds integration tests: the daemon, Envoy, and small backends.
+"""Real processes for integration tests: the dhxds daemon, Envoy, and small backends.
 
 Everything binds to 127.0.0.1 on ephemeral ports; every process is stopped by its PID.
 """
@@ -6,25 +6,25 @@ Everything binds to 127.0.0.1 on ephemeral ports; every process is stopped by it
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import requests
 from aiohttp import WSMsgType, web
 from envoy.config.route.v3 import route_pb2
 
-HOST = "127.0.0.1"
-CACHE = Path(os.environ.get("DHOPS_CACHE", Path.home() / ".cache" / "dhops-envoy"))
-TOKEN = "integration-test-token"
+from .base import CACHE, HOST, TOKEN, free_port, stop_process, wait_for
+from .roles import write_envoy_bootstrap
+
 ENVOY_MAIN = "1.40.0"  # every integration test
 ENVOY_OLD = "1.36.4"  # the main routing test and resource validation too
 
@@ -36,51 +36,6 @@ def envoy_binary(version: str) -> Path:
             f"Envoy {version} not found at {path}: run scripts/harness/envoy-binaries.sh {version}"
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Poll until check() returns a truthy value; raise with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # the thing polled is not up yet
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
-    )
-
-
-def run_dhxds(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run the dhxds CLI to completion, as an operator would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "dhxds", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 # --- backends -------------------------------------------------------------------------------
@@ -140,6 +95,25 @@ class Backends:
         self.thread.join(10)
 
 
+def text_backend(name: str) -> http.server.ThreadingHTTPServer:
+    """A plain HTTP/1.1 server (stdlib) on 127.0.0.1 that answers GET with '<name> <path>'."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"{name} {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class GrpcBackend:
     """A gRPC server (HTTP/2) answering /test.Echo/Say with its name and the request."""
 
@@ -168,7 +142,10 @@ def _thread_pool():
 class Daemon:
     """`dhxds serve` as a real subprocess (so it can be killed with SIGKILL)."""
 
-    def __init__(self, workdir: Path, web_api_port: int, extra: dict | None = None) -> None:
+    def __init__(
+        self, workdir: Path, web_api_port: int | None = None, extra: dict | None = None
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.xds_port = free_port()
         self.api_port = free_port()
@@ -181,7 +158,7 @@ class Daemon:
             "api": {"listen": f"{HOST}:{self.api_port}", "token_file": str(self.token_file)},
             "state": {"path": str(self.state_path)},
             "route_config_name": "rds_config",
-            "web_api_service": {"host": HOST, "port": web_api_port},
+            "web_api_service": {"host": HOST, "port": web_api_port or free_port()},
             "log_level": "DEBUG",
             **(extra or {}),
         }
@@ -191,7 +168,10 @@ class Daemon:
 
     @property
     def api(self) -> str:
+        """The registration API's base URL."""
         return f"http://{HOST}:{self.api_port}"
+
+    url = api
 
     def start(self, env: dict | None = None) -> Daemon:
         log = self.log_path.open("ab")
@@ -225,6 +205,11 @@ class Daemon:
             method, f"{self.api}{path}", json=body, headers=headers, timeout=10, **kw
         )
 
+    def worker(self, worker_id: str) -> dict | None:
+        """What the daemon holds for `worker_id` (None when it holds nothing)."""
+        resp = self.call("GET", f"/v1/workers/{worker_id}")
+        return resp.json() if resp.status_code == 200 else None
+
     def put_worker(self, worker_id: str, port: int, **fields) -> dict:
         resp = self.call("PUT", f"/v1/workers/{worker_id}", {"host": HOST, "port": port, **fields})
         assert resp.status_code in (200, 201), resp.text
@@ -232,120 +217,54 @@ class Daemon:
 
 
 # --- Envoy -----------------------------------------------------------------------------------
-def _grpc_source(resource_api: str = "V3", transport: str = "V3", ads: bool = False) -> dict:
-    if ads:
-        return {"ads": {}, "resource_api_version": resource_api}
-    return {
-        "resource_api_version": resource_api,
-        "api_config_source": {
-            "api_type": "GRPC",
-            "transport_api_version": transport,
-            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_service"}}],
-            "set_node_on_first_message_only": True,
-        },
-    }
-
-
-def envoy_bootstrap(mode: str, xds_port: int, listen_port: int, admin_port: int) -> dict:
-    """mode: 'ads' (what roles/envoy deploys) or 'separate' (CDS and RDS streams)."""
-    ads = mode == "ads"
-    dynamic: dict = {"cds_config": _grpc_source(ads=ads)}
-    if ads:
-        dynamic["ads_config"] = {
-            "api_type": "GRPC",
-            "transport_api_version": "V3",
-            "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_service"}}],
-            "set_node_on_first_message_only": True,
-        }
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-        "http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
-        "codec_type": "AUTO",
-        "upgrade_configs": [{"upgrade_type": "websocket"}],
-        "rds": {"route_config_name": "rds_config", "config_source": _grpc_source(ads=ads)},
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
-        ],
-    }
-    return {
-        "node": {"id": f"test-envoy-{listen_port}", "cluster": "front-proxy"},
-        "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin_port}}},
-        "dynamic_resources": dynamic,
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "http",
-                    "address": {"socket_address": {"address": HOST, "port_value": listen_port}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "xds_service",
-                    "connect_timeout": "1s",
-                    "type": "STATIC",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
-                            "HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": "xds_service",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": HOST,
-                                                    "port_value": xds_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
-        },
-    }
-
-
 class Envoy:
-    def __init__(self, version: str, workdir: Path, xds_port: int, mode: str = "ads") -> None:
+    """A real Envoy running the envoy role's own bootstrap (roles/envoy/templates), rendered
+    with the role's defaults and these loopback ports; `role_vars` overrides more defaults
+    (e.g. envoy_grpc_web_enabled). `tls` = (cert, key) PEM paths turns the role's TLS on."""
+
+    def __init__(
+        self,
+        version: str,
+        workdir: Path,
+        xds_port: int,
+        mode: str = "ads",
+        tls: tuple[Path, Path] | None = None,
+        **role_vars: Any,
+    ) -> None:
         self.binary = envoy_binary(version)
         self.version = version
         self.listen_port = free_port()
         self.admin_port = free_port()
-        self.config_path = workdir / f"envoy-{mode}-{self.listen_port}.json"
-        bootstrap = envoy_bootstrap(mode, xds_port, self.listen_port, self.admin_port)
-        self.config_path.write_text(json.dumps(bootstrap, indent=1))
+        self.tls = tls
+        self.config_path = workdir / f"envoy-{mode}-{self.listen_port}.yaml"
+        self.access_log_path = workdir / f"envoy-{self.listen_port}-access.log"
+        overrides = {
+            "envoy_node_id": f"test-envoy-{self.listen_port}",
+            "envoy_node_cluster": "front-proxy",
+            "envoy_admin_address": HOST,
+            "envoy_admin_port": self.admin_port,
+            "envoy_listener_address": HOST,
+            "envoy_listener_port": self.listen_port,
+            "envoy_xds_hosts": [HOST],
+            "envoy_xds_port": xds_port,
+            "envoy_xds_use_ads": mode == "ads",
+            "envoy_access_log_path": str(self.access_log_path),
+            "envoy_tls_enabled": tls is not None,
+            **(
+                {"envoy_tls_cert_path": str(tls[0]), "envoy_tls_key_path": str(tls[1])}
+                if tls
+                else {}
+            ),
+            **role_vars,
+        }
+        write_envoy_bootstrap(self.config_path, version, overrides)
         self.log_path = workdir / f"envoy-{self.listen_port}.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.listen_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{HOST}:{self.listen_port}"
 
     def start(self) -> Envoy:
         log = self.log_path.open("ab")
@@ -384,7 +303,10 @@ class Envoy:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def get(self, path: str, **kw) -> requests.Response:
-        return requests.get(self.url + path, timeout=5, **kw)
+        if self.tls:
+            kw.setdefault("verify", str(self.tls[0]))
+        timeout = kw.pop("timeout", 5)
+        return requests.get(self.url + path, timeout=timeout, **kw)
 
     def stat(self, name: str) -> int:
         text = requests.get(
