@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import time
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 from dhops_testkit import (
     CDS_TYPE,
     ENVOY_MAIN,
+    ENVOY_OLD,
     RDS_TYPE,
     AckingAds,
     Envoy,
@@ -88,10 +90,10 @@ def test_an_rds_only_subscriber_gets_the_route_configuration(daemon, backends, p
         client.close()
 
 
-def rds_only_envoy(tmp_path, daemon, web_api_port: int) -> Envoy:
+def rds_only_envoy(tmp_path, daemon, web_api_port: int, version: str) -> Envoy:
     """An Envoy whose clusters are static (web_api_service among them) and whose routes come
     from dhxds over RDS: the separate-streams bootstrap without its CDS subscription."""
-    envoy = Envoy(ENVOY_MAIN, tmp_path, daemon.xds_port, "separate")
+    envoy = Envoy(version, tmp_path, daemon.xds_port, "separate")
     bootstrap = yaml.safe_load(envoy.config_path.read_text())
     del bootstrap["dynamic_resources"]["cds_config"]
     [xds] = bootstrap["static_resources"]["clusters"]
@@ -107,12 +109,13 @@ def rds_only_envoy(tmp_path, daemon, web_api_port: int) -> Envoy:
     return envoy
 
 
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
 def test_an_rds_only_envoy_routes_through_its_static_clusters(
-    tmp_path, daemon, backends, web_api_port
+    tmp_path, daemon, backends, web_api_port, version
 ):
     """The same through a real Envoy: the default route reaches web_api_service."""
     daemon.put_worker("w1", backends.start("w1"))
-    envoy = rds_only_envoy(tmp_path, daemon, web_api_port).start()
+    envoy = rds_only_envoy(tmp_path, daemon, web_api_port, version).start()
     try:
         wait_for(lambda: envoy.backend_of("/anything") == "web_api_service", 30, "default route")
     finally:
@@ -130,12 +133,13 @@ def _watch_until(envoy, path: str, until: str, timeout: float = 30) -> list:
     raise AssertionError(f"{path} never reached {until}: last answers {seen[-5:]}")
 
 
-def test_workers_registered_by_name_never_answer_503(start_envoy, daemon, backends):
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_workers_registered_by_name_never_answer_503(start_envoy, daemon, backends, version):
     """Defect 4: a worker registered by host name is routable without a 503 on the way
     (dhxds resolves it: a STATIC cluster is ready when ACKed); a name that does not resolve
     breaks nothing else and shows in /metrics."""
     daemon.put_worker("w1", backends.start("w1"))
-    envoy = start_envoy(ENVOY_MAIN, "ads")
+    envoy = start_envoy(version, "ads")
     wait_for(lambda: envoy.backend_of("/worker/w1/") == "w1", 60, "w1")
 
     resp = daemon.call("PUT", "/v1/workers/bad", {"host": "nx-worker.invalid", "port": 9})
@@ -154,3 +158,46 @@ def test_workers_registered_by_name_never_answer_503(start_envoy, daemon, backen
     assert 'dhxds_worker_unresolved{host="nx-worker.invalid",worker="bad"} 1.0' in metrics
     assert 'worker="byname"' not in metrics
     assert envoy.stat("cluster_manager.cds.update_rejected") == 0
+
+
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_a_burst_through_real_envoy_never_misroutes(start_envoy, daemon, backends, version):
+    """Defect 1 through Envoy: 40 registrations 15 ms apart while requests flow; every worker
+    becomes routable, and no request on the way sees a 503 or another worker."""
+    envoy = start_envoy(version, "ads")
+    ports = {f"b{i}": backends.start(f"b{i}") for i in range(40)}
+    seen: dict[str, set] = {name: set() for name in ports}
+    for name, port in ports.items():
+        daemon.put_worker(name, port)
+        for probe in list(ports)[: list(ports).index(name) + 1][-3:]:
+            resp = envoy.get(f"/worker/{probe}/x")
+            seen[probe].add(resp.json()["backend"] if resp.status_code == 200 else resp.status_code)
+        time.sleep(0.015)
+    for name in ports:
+        wait_for(lambda n=name: envoy.backend_of(f"/worker/{n}/x") == n, 30, f"{name} routable")
+        assert seen[name] <= {"web_api_service", name}, (name, seen[name])
+    assert envoy.stat("cluster_manager.cds.update_rejected") == 0
+
+
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_a_frozen_envoy_does_not_hold_back_its_replacement(tmp_path, daemon, backends, version):
+    """Defect 2 through Envoy: the old Envoy of node N is frozen (SIGSTOP: its connection
+    stays open and silent, like a dead peer); the new Envoy of N gets a new worker, and
+    wait=routable answers 201 without waiting for the frozen one."""
+    old = Envoy(version, tmp_path, daemon.xds_port, "ads", envoy_node_id="node-n").start()
+    new = None
+    try:
+        old.proc.send_signal(signal.SIGSTOP)
+        new = Envoy(version, tmp_path, daemon.xds_port, "ads", envoy_node_id="node-n").start()
+        resp = daemon.call(
+            "PUT",
+            "/v1/workers/w2?wait=routable&timeout=10",
+            {"host": "127.0.0.1", "port": backends.start("w2")},
+        )
+        assert resp.status_code == 201, resp.text
+        assert new.backend_of("/worker/w2/x") == "w2"
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+        old.stop()
+        if new is not None:
+            new.stop()
