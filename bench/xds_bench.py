@@ -33,7 +33,7 @@ from dhops_testkit import (
 from dhxds.model import Upstream, Worker
 from dhxds.registry import STATE_FORMAT
 from dhxds.resources import RegistryState
-from dhxds.snapshot import Snapshot, encode_response, new_encoders, version_of
+from dhxds.snapshot import ResourceSet, Snapshot, encode_response, new_encoders
 from dhxds.xds_types import V2, V3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,8 +277,8 @@ def build_cost(workers: int, rounds: int = 5) -> dict:
             t0 = time.perf_counter()
             snap = Snapshot(state, new_encoders())
             for url in (flavour.cluster_type, flavour.route_type):
-                res = snap.resources(url)
-                payload = encode_response(version_of(res.values()), "1", url, res.values())
+                res = ResourceSet(snap.resources(url))
+                payload = encode_response(res.version, "1", url, res)
                 sizes[(key, url)] = len(payload)
             out[key].append((time.perf_counter() - t0) * 1000)
         encoders = new_encoders()
@@ -292,8 +292,8 @@ def build_cost(workers: int, rounds: int = 5) -> dict:
         t0 = time.perf_counter()
         snap = Snapshot(changed, encoders)
         for url in (V3.cluster_type, V3.route_type):
-            res = snap.resources(url)
-            encode_response(version_of(res.values()), "1", url, res.values())
+            res = ResourceSet(snap.resources(url))
+            encode_response(res.version, "1", url, res)
         out["one_change_v3"].append((time.perf_counter() - t0) * 1000)
     return {
         "workers": workers,

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .model import cluster_name
-from .snapshot import Encoded, Snapshot, version_of
+from .snapshot import EMPTY, Encoded, ResourceSet, Snapshot
 from .xds_types import CDS, FLAVOURS, TYPES, ResourceType, Service
 
 CDS_GRACE_S = 2.0
@@ -63,7 +63,7 @@ class Response:
     type_url: str
     version: str
     nonce: str
-    resources: tuple[Encoded, ...]
+    resources: ResourceSet
     since: float  # monotonic time of the change (or request) this answers, for latency
 
 
@@ -77,10 +77,10 @@ class TypeState:
     sent_nonce: str | None = None
     in_flight: bool = False  # the last response is not ACKed or NACKed yet
     sent_version: str | None = None
-    sent: dict[str, Encoded] = field(default_factory=dict)
+    sent_set: ResourceSet = EMPTY
     sent_at: float = 0.0
     acked_version: str | None = None
-    acked: dict[str, Encoded] | None = None  # None: nothing known to be applied yet
+    acked_set: ResourceSet | None = None  # None: nothing known to be applied yet
     nacked_version: str | None = None
     last_error: str = ""
     resend: bool = False  # a (re)subscription asks for an answer even if unchanged
@@ -109,25 +109,32 @@ class TypeState:
             self.resend = False
             return Event.NACK
         self.acked_version = self.sent_version
-        self.acked = self.sent
+        self.acked_set = self.sent_set
         self.nacked_version = None
         return Event.ACK
 
-    def send(self, version: str, resources: dict[str, Encoded], since: float) -> Response:
+    @property
+    def sent(self) -> dict[str, Encoded]:
+        return self.sent_set.by_name
+
+    @property
+    def acked(self) -> dict[str, Encoded] | None:
+        return None if self.acked_set is None else self.acked_set.by_name
+
+    def send(self, resources: ResourceSet, since: float) -> Response:
         self.nonce_seq += 1
         self.sent_nonce = str(self.nonce_seq)
         self.in_flight = True
-        self.sent_version = version
-        self.sent = resources
+        self.sent_version = resources.version
+        self.sent_set = resources
         self.sent_at = since
         self.resend = False
-        ordered = tuple(resources[name] for name in sorted(resources))
-        return Response(self.rtype.type_url, version, self.sent_nonce, ordered, since)
+        return Response(self.rtype.type_url, resources.version, self.sent_nonce, resources, since)
 
-    def adopt(self, version: str, resources: dict[str, Encoded]) -> None:
+    def adopt(self, resources: ResourceSet) -> None:
         """The client already holds exactly these (a reconnect): record them as applied."""
-        self.acked_version = self.sent_version = version
-        self.acked = self.sent = resources
+        self.acked_version = self.sent_version = resources.version
+        self.acked_set = self.sent_set = resources
         self.resend = False
 
     def refs(self) -> set[str]:
@@ -221,33 +228,34 @@ class XdsCore:
                 if wait_until is not None:
                     recheck = wait_until if recheck is None else min(recheck, wait_until)
                 continue
-            version = version_of(desired.values())
             if ts.client_version:
                 held, ts.client_version = ts.client_version, ""
-                if held == version:
-                    ts.adopt(version, desired)
+                if held == desired.version:
+                    ts.adopt(desired)
                     continue
-            if not ts.resend and version in (ts.sent_version, ts.nacked_version):
+            if not ts.resend and desired.version in (ts.sent_version, ts.nacked_version):
                 continue
-            if not ts.rtype.wildcard and not desired:
+            if not ts.rtype.wildcard and not len(desired):
                 continue  # an empty named-resource response would tell the client nothing
             since = now if ts.resend else self.snapshot.created
-            out.append(ts.send(version, desired, since))
+            out.append(ts.send(desired, since))
         return out, recheck
 
     def _desired(
         self, stream: Stream, ts: TypeState, now: float
-    ) -> tuple[dict[str, Encoded] | None, float | None]:
+    ) -> tuple[ResourceSet | None, float | None]:
         """What this stream should hold for this type now: (resources, None), or
         (None, time to look again) while ordering holds it back (None: on an event)."""
         url = ts.rtype.type_url
         if ts.rtype.kind == CDS:
-            wanted = dict(self.snapshot.clusters(url))
-            for name in sorted(self._route_refs(stream) - wanted.keys()):
+            current = self.snapshot.cluster_set(url)
+            kept = {}
+            for name in self._route_refs(stream) - current.by_name.keys():
                 old = ts.sent.get(name) or (ts.acked or {}).get(name)
                 if old is not None:
-                    wanted[name] = old  # still named by a route Envoy has or is applying
-            return wanted, None
+                    kept[name] = old  # still named by a route Envoy has or is applying
+            # The shared set of the snapshot, unless removals still wait for their routes.
+            return (ResourceSet({**current.by_name, **kept}) if kept else current), None
         view = self._cds_view(stream)
         if view is None:
             if now < stream.opened + self.cds_grace:
@@ -263,7 +271,9 @@ class XdsCore:
         config = self.snapshot.route_config(url, have)
         if config is None:
             return None, None
-        return ({config.name: config} if config.name in ts.subscribed else {}), None
+        if config.name not in ts.subscribed:
+            return EMPTY, None
+        return self.snapshot.route_set(config), None
 
     # --- node structure ------------------------------------------------------------------
     def _node_streams(self, stream: Stream) -> list[Stream]:

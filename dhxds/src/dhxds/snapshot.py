@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -50,12 +50,6 @@ class Encoded:
         return _field(_RESOURCES_FIELD, _field(1, self.type_url.encode()) + _field(2, self.payload))
 
 
-def encode_response(version: str, nonce: str, type_url: str, resources: Iterable[Encoded]) -> bytes:
-    """A serialized DiscoveryResponse (the same bytes for v2 and v3: wire-compatible)."""
-    head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
-    return head.SerializeToString() + b"".join(res.wire for res in resources)
-
-
 def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
@@ -66,6 +60,40 @@ def version_of(resources: Iterable[Encoded]) -> str:
     for res in sorted(resources, key=lambda r: r.name):
         h.update(f"{res.name}\0{res.digest}\n".encode())
     return h.hexdigest()
+
+
+class ResourceSet:
+    """Resources of one type as one response carries them, computed once per snapshot and
+    shared by every stream: by name, their version, and the response body (all but the
+    header, which only differs in the nonce). Never mutated."""
+
+    __slots__ = ("_body", "by_name", "version")
+
+    def __init__(self, by_name: dict[str, Encoded]) -> None:
+        self.by_name = by_name
+        self.version = version_of(by_name.values())
+        self._body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self.by_name[name].wire for name in sorted(self.by_name))
+        return self._body
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def __iter__(self) -> Iterator[Encoded]:
+        return (self.by_name[name] for name in sorted(self.by_name))
+
+
+EMPTY = ResourceSet({})
+
+
+def encode_response(version: str, nonce: str, type_url: str, resources: ResourceSet) -> bytes:
+    """A serialized DiscoveryResponse (the same bytes for v2 and v3: wire-compatible)."""
+    head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+    return head.SerializeToString() + resources.body
 
 
 _SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
@@ -196,16 +224,21 @@ class Snapshot:
         # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
         ids = {w.id for w in self.routable}
         self.unresolved = tuple(w.id for w in state.workers if w.id not in ids)
-        self._clusters: dict[str, dict[str, Encoded]] = {}
+        self._clusters: dict[str, ResourceSet] = {}
         self._worker_routes: dict[str, dict[str, WorkerRoutes]] = {}
         self._route_configs: dict[tuple[str, frozenset[str]], Encoded] = {}
+        self._route_sets: dict[Encoded, ResourceSet] = {}
 
-    def clusters(self, type_url: str) -> dict[str, Encoded]:
-        """Every cluster of this state, by name (built on first use)."""
+    def cluster_set(self, type_url: str) -> ResourceSet:
+        """Every cluster of this state (built on first use)."""
         if type_url not in self._clusters:
             encoder = self._encoders[TYPES[type_url].api]
-            self._clusters[type_url] = encoder.clusters(self.state.web_api, self._routable)
+            built = encoder.clusters(self.state.web_api, self._routable)
+            self._clusters[type_url] = ResourceSet(built)
         return self._clusters[type_url]
+
+    def clusters(self, type_url: str) -> dict[str, Encoded]:
+        return self.cluster_set(type_url).by_name
 
     def _parts(self, type_url: str) -> dict[str, WorkerRoutes]:
         if type_url not in self._worker_routes:
@@ -236,6 +269,13 @@ class Snapshot:
                 self.state.route_config_name, chosen
             )
         return config
+
+    def route_set(self, config: Encoded) -> ResourceSet:
+        """A route configuration as a response carries it (one per configuration)."""
+        found = self._route_sets.get(config)
+        if found is None:
+            found = self._route_sets[config] = ResourceSet({config.name: config})
+        return found
 
     def worker_route(self, type_url: str, worker_id: str) -> WorkerRoutes | None:
         return self._parts(type_url).get(worker_id)

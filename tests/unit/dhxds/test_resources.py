@@ -164,14 +164,14 @@ def test_encoder_reuses_unchanged_workers():
 
 
 def test_pre_encoded_responses_parse_as_v3_and_v2_discovery_responses():
-    from dhxds.snapshot import encode_response
+    from dhxds.snapshot import ResourceSet, encode_response
     from envoy.api.v2 import discovery_pb2 as discovery_v2
     from envoy.service.discovery.v3 import discovery_pb2 as discovery_v3
 
     snap = Snapshot(state(W1, W10), new_encoders())
     for flavour, messages in ((V3, discovery_v3), (V2, discovery_v2)):
         clusters = snap.resources(flavour.cluster_type)
-        raw = encode_response("v1", "7", flavour.cluster_type, clusters.values())
+        raw = encode_response("v1", "7", flavour.cluster_type, ResourceSet(clusters))
         parsed = messages.DiscoveryResponse.FromString(raw)
         expected = messages.DiscoveryResponse(
             version_info="v1",
