@@ -21,6 +21,9 @@ property tests drive this module directly. The rules (docs/protocol.md gives the
 6. A stream without a CDS view (static clusters, a debugging client) gets the full route
    configuration once `cds_grace` has passed since it opened; the grace lets a CDS stream
    that reconnects a little later come first.
+7. Delta (incremental) streams follow the same rules; a response carries only what differs
+   from what the client holds (its ACKed state, or after a reconnect the
+   `initial_resource_versions` it states) and the names it must remove.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ class Request:
     names: tuple[str, ...] = ()
     error: str | None = None  # error_detail.message; None when there is no error_detail
     node: NodeKey | None = None
+    # Delta only: subscription changes, and what the client holds after a reconnect.
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+    initial_versions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,11 @@ class Response:
     type_url: str
     version: str
     nonce: str
-    resources: ResourceSet
+    resources: ResourceSet  # everything the client holds once it applies this response
     since: float  # monotonic time of the change (or request) this answers, for latency
+    # Delta only: what actually goes on the wire.
+    changed: tuple[Encoded, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,6 +82,8 @@ class TypeState:
     """One resource type on one stream."""
 
     rtype: ResourceType
+    delta: bool = False
+    held: dict[str, str] = field(default_factory=dict)  # delta: initial_resource_versions
     subscribed: frozenset[str] = frozenset()
     nonce_seq: int = 0
     sent_nonce: str | None = None
@@ -87,6 +99,8 @@ class TypeState:
     client_version: str = ""  # version_info of the first request (after a reconnect)
 
     def on_request(self, req: Request) -> Event:
+        if self.delta:
+            return self._on_delta_request(req)
         if self.sent_nonce is None and not req.nonce:
             self.subscribed = frozenset(req.names)
             self.client_version = self.client_version or req.version_info
@@ -100,6 +114,37 @@ class TypeState:
             self.resend = self.resend or not self.rtype.wildcard
         if not req.nonce or not self.in_flight:
             return Event.REQUEST
+        return self._answered(req)
+
+    def _on_delta_request(self, req: Request) -> Event:
+        first = self.sent_nonce is None and not req.nonce and not self.subscribed
+        if req.nonce and req.nonce != self.sent_nonce:
+            return Event.STALE
+        before = self.subscribed
+        self.subscribed = (self.subscribed | set(req.subscribe)) - set(req.unsubscribe)
+        if req.unsubscribe:
+            self._forget(set(req.unsubscribe))
+        if first:
+            self.held = dict(req.initial_versions)
+            self.resend = True
+            return Event.INITIAL
+        if self.subscribed - before and not self.rtype.wildcard:
+            self.resend = True  # a new name: answer it even if nothing changed
+        if not req.nonce or not self.in_flight:
+            return Event.REQUEST
+        return self._answered(req)
+
+    def _forget(self, names: set[str]) -> None:
+        """Delta: the client dropped these names; it holds them no more."""
+        for name in names:
+            self.held.pop(name, None)
+        if self.acked_set is not None and names & self.acked_set.by_name.keys():
+            kept = {k: v for k, v in self.acked_set.by_name.items() if k not in names}
+            self.acked_set = ResourceSet(kept)
+            self.acked_version = self.acked_set.version
+
+    def _answered(self, req: Request) -> Event:
+        """The ACK or NACK of the response in flight."""
         self.in_flight = False
         if req.error is not None:
             # The NACK is the client's newest word on this type: an earlier resubscription
@@ -121,7 +166,20 @@ class TypeState:
     def acked(self) -> dict[str, Encoded] | None:
         return None if self.acked_set is None else self.acked_set.by_name
 
+    def delta_from_client(
+        self, resources: ResourceSet
+    ) -> tuple[tuple[Encoded, ...], tuple[str, ...]]:
+        """Delta: what differs from what the client holds, and the names it must drop."""
+        if self.acked_set is not None:
+            holds = {name: res.digest for name, res in self.acked_set.by_name.items()}
+        else:
+            holds = self.held
+        changed = tuple(res for res in resources if holds.get(res.name) != res.digest)
+        removed = tuple(sorted(holds.keys() - resources.by_name.keys()))
+        return changed, removed
+
     def send(self, resources: ResourceSet, since: float) -> Response:
+        changed, removed = self.delta_from_client(resources) if self.delta else ((), ())
         self.nonce_seq += 1
         self.sent_nonce = str(self.nonce_seq)
         self.in_flight = True
@@ -129,7 +187,8 @@ class TypeState:
         self.sent_set = resources
         self.sent_at = since
         self.resend = False
-        return Response(self.rtype.type_url, resources.version, self.sent_nonce, resources, since)
+        url, nonce = self.rtype.type_url, self.sent_nonce
+        return Response(url, resources.version, nonce, resources, since, changed, removed)
 
     def adopt(self, resources: ResourceSet) -> None:
         """The client already holds exactly these (a reconnect): record them as applied."""
@@ -207,7 +266,7 @@ class XdsCore:
             return Event.UNSUPPORTED, set()
         ts = stream.states.get(rtype.type_url)
         if ts is None:
-            ts = stream.states[rtype.type_url] = TypeState(rtype)
+            ts = stream.states[rtype.type_url] = TypeState(rtype, stream.service.delta)
         event = ts.on_request(req)
         if event is Event.STALE:
             return event, set()
@@ -232,6 +291,10 @@ class XdsCore:
                 held, ts.client_version = ts.client_version, ""
                 if held == desired.version:
                     ts.adopt(desired)
+                    continue
+            if ts.delta and ts.acked_set is None and ts.held:
+                if ts.delta_from_client(desired) == ((), ()):
+                    ts.adopt(desired)  # a reconnect that holds exactly this already
                     continue
             if not ts.resend and desired.version in (ts.sent_version, ts.nacked_version):
                 continue

@@ -44,10 +44,21 @@ class Encoded:
         return any_pb2.Any(type_url=self.type_url, value=self.payload)
 
     @cached_property
+    def delta_wire(self) -> bytes:
+        """This resource as one `resources` entry (a Resource) of a DeltaDiscoveryResponse:
+        its name, its digest as the per-resource version, and the resource."""
+        resource = _field(1, self.digest.encode()) + _field(2, self.any_wire)
+        return _field(_RESOURCES_FIELD, resource + _field(3, self.name.encode()))
+
+    @cached_property
+    def any_wire(self) -> bytes:
+        return _field(1, self.type_url.encode()) + _field(2, self.payload)
+
+    @cached_property
     def wire(self) -> bytes:
         """This resource as one `resources` entry of a DiscoveryResponse, encoded once and
         shared by every stream and every response that carries it."""
-        return _field(_RESOURCES_FIELD, _field(1, self.type_url.encode()) + _field(2, self.payload))
+        return _field(_RESOURCES_FIELD, self.any_wire)
 
 
 def digest(data: bytes) -> str:
@@ -94,6 +105,16 @@ def encode_response(version: str, nonce: str, type_url: str, resources: Resource
     """A serialized DiscoveryResponse (the same bytes for v2 and v3: wire-compatible)."""
     head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
     return head.SerializeToString() + resources.body
+
+
+def encode_delta_response(
+    version: str, nonce: str, type_url: str, changed: Iterable[Encoded], removed: Iterable[str]
+) -> bytes:
+    """A serialized DeltaDiscoveryResponse: only the changed resources, and removed names."""
+    head = discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=version, type_url=type_url, nonce=nonce, removed_resources=removed
+    )
+    return head.SerializeToString() + b"".join(res.delta_wire for res in changed)
 
 
 _SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]

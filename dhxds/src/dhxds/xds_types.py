@@ -92,6 +92,12 @@ class Service:
     api: str
     kind: str  # cds | rds | ads
     default_type: str | None  # type URL assumed when a request leaves it empty
+    delta: bool = False  # incremental xDS: only changed resources and removed names
+
+    @property
+    def transport(self) -> str:
+        """How operators see the stream (GET /v1/nodes): ads, cds, rds or delta."""
+        return "delta" if self.delta else self.kind
 
     def carries(self, rtype: ResourceType) -> bool:
         return rtype.api == self.api and self.kind in ("ads", rtype.kind)
@@ -101,6 +107,16 @@ _V3 = "envoy.service.{}.v3.{}DiscoveryService"
 SERVICES = (
     Service(_V3.format("cluster", "Cluster"), "StreamClusters", "v3", CDS, V3.cluster_type),
     Service(_V3.format("route", "Route"), "StreamRoutes", "v3", RDS, V3.route_type),
+    Service(_V3.format("cluster", "Cluster"), "DeltaClusters", "v3", CDS, V3.cluster_type, True),
+    Service(_V3.format("route", "Route"), "DeltaRoutes", "v3", RDS, V3.route_type, True),
+    Service(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        "DeltaAggregatedResources",
+        "v3",
+        "ads",
+        None,
+        True,
+    ),
     Service(
         "envoy.service.discovery.v3.AggregatedDiscoveryService",
         "StreamAggregatedResources",

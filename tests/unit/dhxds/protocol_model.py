@@ -23,8 +23,8 @@ _stream_ids = itertools.count(1)
 _peers = itertools.count(1)
 
 
-def service(api: str, kind: str):
-    return next(s for s in SERVICES if s.api == api and s.kind == kind)
+def service(api: str, kind: str, delta: bool = False):
+    return next(s for s in SERVICES if (s.api, s.kind, s.delta) == (api, kind, delta))
 
 
 def registry_state(workers: dict[str, Worker], resolved: dict[str, tuple[str, ...]]):
@@ -98,6 +98,8 @@ class EnvoyModel:
         self.h = harness
         self.node = (node_id, "front")
         self.api, self.mode = api, mode
+        self.delta = mode.startswith("delta_")
+        self.held: dict[str, dict] = {}  # delta: type URL -> name -> Encoded, as applied
         self.peer = f"ipv4:127.0.0.1:{next(_peers)}"
         self.alive = True
         self.clusters: dict[str, str] | None = None  # applied: name -> digest
@@ -109,24 +111,44 @@ class EnvoyModel:
             "ads": [("ads", (self.cds_type, self.rds_type))],
             "separate": [("cds", (self.cds_type,)), ("rds", (self.rds_type,))],
             "rds_only": [("rds", (self.rds_type,))],
-        }[mode]
+        }[mode.removeprefix("delta_")]
         self.streams: list[StreamModel] = []
         for kind, types in layout:
-            stream = Stream(next(_stream_ids), service(api, kind), self.peer, harness.now, 0.0)
+            svc = service(api, kind, self.delta)
+            stream = Stream(next(_stream_ids), svc, self.peer, harness.now, 0.0)
             harness.open(stream)
             self.streams.append(StreamModel(stream, types))
         for sm in self.streams:
             for url in sm.types:
                 names = () if url == self.cds_type else (ROUTE_NAME,)
-                event = harness.request(sm.stream, self._req(url, names=names))
-                assert event is Event.INITIAL
+                if self.delta:
+                    first = self._req(url, subscribe=names or ("*",))
+                else:
+                    first = self._req(url, names=names)
+                assert harness.request(sm.stream, first) is Event.INITIAL
 
     @property
     def subscribes_clusters(self) -> bool:
-        return self.mode != "rds_only"
+        return self.mode.removeprefix("delta_") != "rds_only"
 
     def _req(self, url: str, **kw) -> Request:
+        if self.delta:
+            kw.pop("names", None)
+            kw.pop("version_info", None)
         return Request(type_url=url, node=self.node, **kw)
+
+    def resubscribe_routes(self, sm: StreamModel, last_nonce: str) -> None:
+        """Envoy drops its route configuration name and asks for it again."""
+        url = self.rds_type
+        if self.delta:
+            self.h.request(sm.stream, self._req(url, unsubscribe=(ROUTE_NAME,)))
+            self.held.get(url, {}).pop(ROUTE_NAME, None)
+            self.h.request(sm.stream, self._req(url, subscribe=(ROUTE_NAME,)))
+        else:
+            self.h.request(sm.stream, self._req(url, nonce=last_nonce, names=()))
+            self.h.request(sm.stream, self._req(url, nonce=last_nonce, names=(ROUTE_NAME,)))
+        self.routes = None
+        sm.nacked.pop(url, None)
 
     def inbox(self, sm: StreamModel) -> list[Response]:
         return self.h.outboxes[sm.stream.id]
@@ -163,6 +185,16 @@ class EnvoyModel:
         return () if url == self.cds_type else (ROUTE_NAME,)
 
     def _apply(self, resp: Response) -> None:
+        if self.delta:
+            held = self.held.setdefault(resp.type_url, {})
+            for res in resp.changed:
+                held[res.name] = res
+            for name in resp.removed:
+                held.pop(name, None)
+            # What the client holds after a delta is what the server believes it holds.
+            assert {n: r.digest for n, r in held.items()} == {
+                r.name: r.digest for r in resp.resources
+            }, "client and server disagree on what the client holds"
         if resp.type_url == self.cds_type:
             new = {r.name: r.digest for r in resp.resources}
             if self.routes is not None and self.subscribes_clusters:

@@ -36,6 +36,7 @@ class World:
 
     def settle(self, envoy: EnvoyModel) -> None:
         for _ in range(20):
+            self.h.pump()
             moved = False
             for sm in envoy.streams:
                 while envoy.receive(sm, "ack") is not None:
@@ -181,3 +182,85 @@ def test_unresolved_worker_is_pending_everywhere_and_resolution_makes_it_routabl
         h.pump()
     assert "worker_dns" in envoy.routes
     assert h.core.pending_nodes("dns") == []
+
+
+def delta_ack(world, envoy, sm):
+    """Receive, apply and ACK one delta response; return it."""
+    world.h.pump()
+    return envoy.receive(sm, "ack")
+
+
+def test_delta_sends_only_what_changed_and_the_names_removed():
+    world = World("w1", "w2")
+    envoy = world.envoy("delta_ads")
+    [sm] = envoy.streams
+    first = delta_ack(world, envoy, sm)
+    assert {r.name for r in first.changed} == {"web_api_service", "worker_w1", "worker_w2"}
+    world.settle(envoy)
+    world.add("w3")
+    cds = delta_ack(world, envoy, sm)
+    assert [r.name for r in cds.changed] == ["worker_w3"] and cds.removed == ()
+    world.settle(envoy)
+    world.workers["w3"] = worker("w3", port=9999)  # replaced: the one cluster again
+    world.publish()
+    cds = delta_ack(world, envoy, sm)
+    assert [r.name for r in cds.changed] == ["worker_w3"]
+    world.settle(envoy)
+    world.remove("w2")  # routes first (the whole configuration), then the cluster
+    routes = delta_ack(world, envoy, sm)
+    assert routes.type_url == envoy.rds_type and "worker_w2" not in routes.changed[0].refs
+    cds = delta_ack(world, envoy, sm)
+    assert cds.changed == () and cds.removed == ("worker_w2",)
+
+
+def test_delta_reconnect_with_initial_versions_sends_only_the_difference():
+    world = World("w1", "w2")
+    envoy = world.envoy("delta_ads")
+    world.settle(envoy)
+    held = envoy.held[envoy.cds_type]
+    world.add("w3")
+    # The control plane restarts: a new stream states what the Envoy holds.
+    h2 = Harness(registry_state(world.workers, {}))
+    stream = envoy.streams[0].stream
+    from dhxds.protocol import Stream
+
+    again = Stream(99, stream.service, "peer-2", 0.0, 0.0)
+    h2.open(again)
+    initial = tuple((name, res.digest) for name, res in held.items())
+    req = Request(envoy.cds_type, node=envoy.node, subscribe=("*",), initial_versions=initial)
+    assert h2.request(again, req) is Event.INITIAL
+    h2.pump()
+    [resp] = h2.outboxes[again.id]
+    assert [r.name for r in resp.changed] == ["worker_w3"] and resp.removed == ()
+
+
+def test_delta_reconnect_that_holds_everything_gets_nothing():
+    world = World("w1")
+    envoy = world.envoy("delta_ads")
+    world.settle(envoy)
+    held = envoy.held[envoy.cds_type]
+    from dhxds.protocol import Stream
+
+    again = Stream(98, envoy.streams[0].stream.service, "peer-3", 0.0, 0.0)
+    world.h.open(again)
+    initial = tuple((name, res.digest) for name, res in held.items())
+    req = Request(
+        envoy.cds_type, node=("other", "front"), subscribe=("*",), initial_versions=initial
+    )
+    world.h.request(again, req)
+    world.h.pump()
+    assert world.h.outboxes[again.id] == []
+
+
+def test_delta_nack_keeps_the_client_state_and_the_next_change_is_diffed_against_it():
+    world = World("w1")
+    envoy = world.envoy("delta_ads")
+    world.settle(envoy)
+    [sm] = envoy.streams
+    world.add("w2")
+    envoy.receive(sm, "nack")  # rejects the delta that adds w2
+    world.h.pump()
+    assert envoy.inbox(sm) == []
+    world.add("w3")
+    resp = envoy.receive(sm, "ack")
+    assert {r.name for r in resp.changed} == {"worker_w2", "worker_w3"}

@@ -79,10 +79,14 @@ class ProtocolMachine(RuleBasedStateMachine):
     @rule(
         target=envoys,
         api=st.sampled_from(["v3", "v2"]),
-        mode=st.sampled_from(["ads", "separate", "rds_only"]),
+        mode=st.sampled_from(
+            ["ads", "separate", "rds_only", "delta_ads", "delta_separate", "delta_rds_only"]
+        ),
         data=st.data(),
     )
     def connect(self, api, mode, data):
+        if mode.startswith("delta_"):
+            api = "v3"  # incremental xDS is served for v3
         free = [n for n in NODE_IDS if n not in self.nodes_in_use]
         node_id = data.draw(st.sampled_from(free))
         return self._connect(node_id, api, mode)
@@ -146,15 +150,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         sm = next(s for s in envoy.streams if envoy.rds_type in s.types)
         envoy.send_late_acks(sm)  # Envoy's requests on a stream arrive in order
         last = (sm.received.get(envoy.rds_type) or [""])[-1]  # the last nonce it saw
-        names = ("rds_config",) if subscribe else ()
-        self.h.request(sm.stream, Request(envoy.rds_type, nonce=last, names=names, node=envoy.node))
-        if not subscribe:
+        if subscribe and not envoy.delta:
+            names = ("rds_config",)
+            self.h.request(
+                sm.stream, Request(envoy.rds_type, nonce=last, names=names, node=envoy.node)
+            )
+        elif not subscribe:
             # Envoy forgets the configuration; the next answer must bring it back (even a
             # version it rejected before: a new subscription is answered once).
-            envoy.routes = None
-            sm.nacked.pop(envoy.rds_type, None)
-            req = Request(envoy.rds_type, nonce=last, names=("rds_config",), node=envoy.node)
-            self.h.request(sm.stream, req)
+            envoy.resubscribe_routes(sm, last)
         self.h.pump()
 
     @rule(seconds=st.sampled_from([0.1, 1.0, GRACE + 0.1]))
