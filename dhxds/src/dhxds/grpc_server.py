@@ -18,7 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from .metrics import Metrics
 from .protocol import Event, Request, Response, Stream, XdsCore
-from .snapshot import Snapshot, encode_response
+from .snapshot import Snapshot, encode_delta_response, encode_response
 from .xds_types import SERVICES, TYPES, Service
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class XdsServer:
                     "id": stream.node[0],
                     "cluster": stream.node[1],
                     "api": stream.service.api,
-                    "transport": stream.service.kind,
+                    "transport": stream.service.transport,
                     "peer": stream.peer,
                     "acked": {
                         url: ts.acked_version
@@ -106,9 +106,14 @@ class XdsServer:
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         out = []
         for service in SERVICES:
+            message = (
+                discovery_pb2.DeltaDiscoveryRequest
+                if service.delta
+                else discovery_pb2.DiscoveryRequest
+            )
             handler = grpc.stream_stream_rpc_method_handler(
                 self._handler(service),
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                request_deserializer=message.FromString,
                 response_serializer=bytes,  # responses are pre-encoded (encode_response)
             )
             methods = {service.method: handler}
@@ -126,7 +131,7 @@ class XdsServer:
     async def _serve(self, stream: Stream, requests: AsyncIterator) -> AsyncIterator[bytes]:
         self.core.open(stream)
         wake = self._wake[stream.id] = asyncio.Event()
-        gauge = self.metrics.streams.labels(stream.service.api, stream.service.kind)
+        gauge = self.metrics.streams.labels(stream.service.api, stream.service.transport)
         gauge.inc()
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
@@ -160,7 +165,7 @@ class XdsServer:
                 "stream closed: node=%s %s/%s peer=%s",
                 stream.node[0] if stream.node else "?",
                 stream.service.api,
-                stream.service.kind,
+                stream.service.transport,
                 stream.peer,
             )
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
@@ -169,17 +174,27 @@ class XdsServer:
     def _encode(self, stream: Stream, response: Response) -> bytes:
         kind = _kind(response.type_url)
         self.metrics.pushes.labels(stream.service.api, kind).inc()
+        delta = stream.service.delta
         log.info(
-            "push %s version=%s resources=%d to node=%s (%s/%s stream %d, %.0f ms since change)",
+            "push %s version=%s resources=%d%s to node=%s (%s/%s stream %d, %.0f ms since change)",
             kind,
             response.version,
-            len(response.resources),
+            len(response.changed) if delta else len(response.resources),
+            f" removed={len(response.removed)}" if delta else "",
             stream.node[0] if stream.node else "?",
             stream.service.api,
-            stream.service.kind,
+            stream.service.transport,
             stream.id,
             1000 * (time.monotonic() - response.since),
         )
+        if delta:
+            return encode_delta_response(
+                response.version,
+                response.nonce,
+                response.type_url,
+                response.changed,
+                response.removed,
+            )
         return encode_response(
             response.version, response.nonce, response.type_url, response.resources
         )
@@ -193,14 +208,27 @@ class XdsServer:
         error = None
         if msg.HasField("error_detail"):
             error = msg.error_detail.message or f"code {msg.error_detail.code}"
-        req = Request(
-            type_url=msg.type_url or stream.service.default_type or "",
-            version_info=msg.version_info,
-            nonce=msg.response_nonce,
-            names=tuple(msg.resource_names),
-            error=error,
-            node=(msg.node.id, msg.node.cluster) if msg.HasField("node") else None,
-        )
+        node = (msg.node.id, msg.node.cluster) if msg.HasField("node") else None
+        type_url = msg.type_url or stream.service.default_type or ""
+        if stream.service.delta:
+            req = Request(
+                type_url=type_url,
+                nonce=msg.response_nonce,
+                error=error,
+                node=node,
+                subscribe=tuple(msg.resource_names_subscribe),
+                unsubscribe=tuple(msg.resource_names_unsubscribe),
+                initial_versions=tuple(sorted(msg.initial_resource_versions.items())),
+            )
+        else:
+            req = Request(
+                type_url=type_url,
+                version_info=msg.version_info,
+                nonce=msg.response_nonce,
+                names=tuple(msg.resource_names),
+                error=error,
+                node=node,
+            )
         event, woken = self.core.on_request(stream.id, req)
         if first:
             log.info(
@@ -208,7 +236,7 @@ class XdsServer:
                 msg.node.id,
                 msg.node.cluster,
                 stream.service.api,
-                stream.service.kind,
+                stream.service.transport,
                 stream.peer,
             )
         self._wake_streams(woken)
@@ -218,7 +246,7 @@ class XdsServer:
                 "node=%s asked %s/%s for unsupported type %r; ignored",
                 node,
                 stream.service.api,
-                stream.service.kind,
+                stream.service.transport,
                 req.type_url,
             )
             return

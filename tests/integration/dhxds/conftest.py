@@ -27,11 +27,12 @@ def daemon(tmp_path, web_api_port):
 
 @pytest.fixture
 def start_envoy(tmp_path, daemon):
-    """Factory: start_envoy(version, mode) -> a running Envoy fed by `daemon`."""
+    """Factory: start_envoy(version, mode, **envoy role variables) -> a running Envoy fed by
+    `daemon`."""
     started: list[Envoy] = []
 
-    def start(version: str = ENVOY_MAIN, mode: str = "ads") -> Envoy:
-        envoy = Envoy(version, tmp_path, daemon.xds_port, mode)
+    def start(version: str = ENVOY_MAIN, mode: str = "ads", **role_vars) -> Envoy:
+        envoy = Envoy(version, tmp_path, daemon.xds_port, mode, **role_vars)
         started.append(envoy)
         return envoy.start()
 

@@ -346,7 +346,7 @@ class Envoy:
 class XdsClient:
     """One xDS stream: send DiscoveryRequests, receive DiscoveryResponses with a timeout."""
 
-    def __init__(self, port: int, path: str) -> None:
+    def __init__(self, port: int, path: str, delta: bool = False) -> None:
         import queue
 
         # A v2 client speaks with the v2 message classes, as Envoy 1.12 would.
@@ -356,13 +356,19 @@ class XdsClient:
             from envoy.service.discovery.v3 import discovery_pb2
 
         self.pb = discovery_pb2
+        request, response = (
+            (discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse)
+            if delta
+            else (discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse)
+        )
+        self.request = request
         self.channel = grpc.insecure_channel(f"{HOST}:{port}")
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()
         call = self.channel.stream_stream(
             path,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
         )
         self._responses = call(iter(self._out.get, None))
         self._reader = threading.Thread(target=self._drain, daemon=True)
@@ -376,7 +382,7 @@ class XdsClient:
             self._in.put(exc)
 
     def send(self, **fields) -> None:
-        self._out.put(self.pb.DiscoveryRequest(**fields))
+        self._out.put(self.request(**fields))
 
     def recv(self, timeout: float = 30):
         import queue
