@@ -4,7 +4,8 @@ tests/integration/deephaven) as a real Envoy applies them, with the role's own b
 from __future__ import annotations
 
 import pytest
-from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, Backends, Daemon, Envoy, wait_for
+import requests
+from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, HOST, Backends, Daemon, Envoy, wait_for
 
 NO_LIMIT_WARNING = "no configured limit to the number of allowed active downstream connections"
 
@@ -41,3 +42,24 @@ def test_request_headers_up_to_the_configured_size_pass(stack):
     header = {f"x-large-{i}": "a" * 7000 for i in range(12)}
     assert stack().get("/", headers=header).status_code == 200
     assert stack(envoy_max_request_headers_kb=60).get("/", headers=header).status_code == 431
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_worker_cluster_stats_can_be_dropped(tmp_path, keep):
+    """envoy_worker_cluster_stats: false drops the per-worker cluster stats, keeps the rest."""
+    backends = Backends()
+    daemon = Daemon(tmp_path / "dhxds", backends.start("web_api_service")).start()
+    envoy = None
+    try:
+        daemon.put_worker("w1", backends.start("w1"))
+        envoy = Envoy(ENVOY_MAIN, tmp_path, daemon.xds_port, envoy_worker_cluster_stats=keep)
+        envoy.start()
+        wait_for(lambda: envoy.backend_of("/worker/w1/") == "w1", 30, "w1 through Envoy")
+        stats = requests.get(f"http://{HOST}:{envoy.admin_port}/stats", timeout=5).text
+        assert "cluster.web_api_service.upstream_rq_total" in stats
+        assert ("cluster.worker_w1.upstream_rq_total" in stats) is keep
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        daemon.stop()
+        backends.close()
