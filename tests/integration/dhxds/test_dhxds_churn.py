@@ -122,17 +122,6 @@ def test_an_rds_only_envoy_routes_through_its_static_clusters(
         envoy.stop()
 
 
-def _watch_until(envoy, path: str, until: str, timeout: float = 30) -> list:
-    seen: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = envoy.get(path)
-        seen.append(resp.json()["backend"] if resp.status_code == 200 else resp.status_code)
-        if seen[-1] == until:
-            return seen
-    raise AssertionError(f"{path} never reached {until}: last answers {seen[-5:]}")
-
-
 @pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
 def test_workers_registered_by_name_never_answer_503(start_envoy, daemon, backends, version):
     """Defect 4: a worker registered by host name is routable without a 503 on the way
@@ -148,7 +137,7 @@ def test_workers_registered_by_name_never_answer_503(start_envoy, daemon, backen
         "PUT", "/v1/workers/byname", {"host": "localhost", "port": backends.start("byname")}
     )
     assert resp.status_code == 201
-    answers = _watch_until(envoy, "/worker/byname/x", until="byname")
+    answers = envoy.answers_until("/worker/byname/x", until="byname")
     assert set(answers) <= {"web_api_service", "byname"}, answers
 
     assert envoy.backend_of("/worker/w1/") == "w1"

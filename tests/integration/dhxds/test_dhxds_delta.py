@@ -4,23 +4,10 @@ initial_resource_versions."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from dhops_testkit import CDS_TYPE, ENVOY_MAIN, ENVOY_OLD, HOST, XdsClient, wait_for
 
 DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
-
-
-def _watch(envoy, path: str, until: str, timeout: float = 30) -> list:
-    seen: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = envoy.get(path)
-        seen.append(resp.json()["backend"] if resp.status_code == 200 else resp.status_code)
-        if seen[-1] == until:
-            return seen
-    raise AssertionError(f"{path} never reached {until}: last answers {seen[-5:]}")
 
 
 @pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
@@ -41,11 +28,11 @@ def test_delta_add_replace_remove_through_envoy(start_envoy, daemon, backends, v
     assert envoy.backend_of("/worker/w2/x") == "w2"
 
     daemon.put_worker("w2", backends.start("w2b"))
-    answers = _watch(envoy, "/worker/w2/x", until="w2b")
+    answers = envoy.answers_until("/worker/w2/x", until="w2b")
     assert set(answers) <= {"w2", "w2b"}, answers
 
     assert daemon.call("DELETE", "/v1/workers/w2").status_code == 204
-    answers = _watch(envoy, "/worker/w2/x", until="web_api_service")
+    answers = envoy.answers_until("/worker/w2/x", until="web_api_service")
     assert set(answers) <= {"w2b", "web_api_service"}, answers
     wait_for(lambda: "worker_w2" not in envoy.clusters(), 30, "w2's cluster removed")
     assert envoy.backend_of("/worker/w1/") == "w1"

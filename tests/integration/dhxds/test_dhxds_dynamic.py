@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from dhops_testkit import ENVOY_MAIN, Daemon, Envoy, wait_for
-
-
-def _watch(envoy, path: str, until: str, timeout: float = 60) -> list[int | str]:
-    """Request `path` until `until` answers; return every answer (backend name or status)."""
-    seen: list[int | str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        resp = envoy.get(path)
-        seen.append(resp.json()["backend"] if resp.status_code == 200 else resp.status_code)
-        if seen[-1] == until:
-            return seen
-    raise AssertionError(f"{path} never reached {until}: last answers {seen[-5:]}")
 
 
 @pytest.mark.parametrize("mode", ["ads", "separate"])
@@ -29,7 +15,7 @@ def test_register_replace_and_remove_while_envoy_runs(backends, daemon, start_en
     # A new worker becomes routable; no request on the way sees a 503 (cluster before route).
     resp = daemon.call("PUT", "/v1/workers/w2", {"host": "127.0.0.1", "port": backends.start("w2")})
     assert resp.status_code == 201
-    answers = _watch(envoy, "/worker/w2/x", until="w2")
+    answers = envoy.answers_until("/worker/w2/x", until="w2")
     assert set(answers) <= {"web_api_service", "w2"}, answers
 
     # Replacing moves traffic to the new upstream.
@@ -37,12 +23,12 @@ def test_register_replace_and_remove_while_envoy_runs(backends, daemon, start_en
         "PUT", "/v1/workers/w2", {"host": "127.0.0.1", "port": backends.start("w2b")}
     )
     assert resp.status_code == 200
-    answers = _watch(envoy, "/worker/w2/x", until="w2b")
+    answers = envoy.answers_until("/worker/w2/x", until="w2b")
     assert set(answers) <= {"w2", "w2b"}, answers
 
     # Deleting removes the route (routes before clusters: never a 503 on the way).
     assert daemon.call("DELETE", "/v1/workers/w2").status_code == 204
-    answers = _watch(envoy, "/worker/w2/x", until="web_api_service")
+    answers = envoy.answers_until("/worker/w2/x", until="web_api_service")
     assert set(answers) <= {"w2b", "web_api_service"}, answers
     wait_for(lambda: "worker_w2" not in envoy.clusters(), 60, "w2's cluster removed")
     assert envoy.clusters() == {"xds_service", "web_api_service", "worker_w1"}

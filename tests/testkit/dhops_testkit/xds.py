@@ -341,6 +341,18 @@ class Envoy:
             return None
         return resp.json().get("backend")
 
+    def answers_until(self, path: str, until: str, timeout: float = 60) -> list[int | str]:
+        """Request `path` until backend `until` answers; every answer on the way (a backend
+        name, or an HTTP status when it was not a 200)."""
+        seen: list[int | str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = self.get(path)
+            seen.append(resp.json()["backend"] if resp.status_code == 200 else resp.status_code)
+            if seen[-1] == until:
+                return seen
+        raise AssertionError(f"{path} never reached {until}: last answers {seen[-5:]}")
+
 
 # --- a raw xDS client (for protocol-level tests, e.g. v2 which no Envoy here speaks) -----------
 class XdsClient:
