@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from dhxds.model import Worker
 from dhxds.protocol import Event, Request
 from protocol_model import EnvoyModel, Harness, registry_state
@@ -82,31 +83,20 @@ def test_burst_routes_follow_each_cds_ack_instead_of_starving():
     assert max(delays) <= 0.5, sorted(delays)[-5:]
 
 
-def test_half_open_old_stream_does_not_hold_back_the_new_one():
-    """Defect 2: the old ADS stream of node N is open and silent; the new stream of N ACKs
-    the new worker's cluster and gets its route at once."""
+@pytest.mark.parametrize("mode", ["ads", "separate", "delta_ads"])
+def test_half_open_old_streams_do_not_hold_back_the_new_ones(mode):
+    """Defect 2: the old streams of node N are open and silent; the new streams of N ACK the
+    new worker's cluster and get its route at once."""
     world = World("w1")
-    old = world.envoy("ads")
+    old = world.envoy(mode)
     world.settle(old)
     old.die(half_open=True)
-    new = world.envoy("ads")
+    new = world.envoy(mode)
     world.settle(new)
     world.add("w2")
     world.settle(new)
     assert "worker_w2" in new.routes
-    assert world.h.core.pending_nodes("w2") == []  # the newest stream is the node's
-
-
-def test_half_open_separate_streams_of_an_earlier_connection_are_ignored():
-    world = World("w1")
-    old = world.envoy("separate")
-    world.settle(old)
-    old.die(half_open=True)
-    new = world.envoy("separate")
-    world.settle(new)
-    world.add("w2")
-    world.settle(new)
-    assert "worker_w2" in new.routes
+    assert world.h.core.pending_nodes("w2") == []  # the newest streams are the node's
 
 
 def test_rds_only_subscriber_gets_routes_after_the_grace():
