@@ -76,7 +76,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) in MB from /proc."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
+        key, _sep, value = line.partition(":")
         fields[key] = value.strip()
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
@@ -88,7 +88,7 @@ def envoy_update_durations(envoy: Envoy) -> dict[str, str]:
     ).text
     out = {}
     for line in text.splitlines():
-        name, _, values = line.partition(": ")
+        name, _sep, values = line.partition(": ")
         kind = "cds" if "cds" in name else "rds"
         pcts = dict(p.strip("()").split("(") for p in values.split() if p.startswith("P"))
         p50, p99 = (float(pcts.get(p, "nan,nan").split(",")[-1]) for p in ("P50", "P99"))
@@ -278,7 +278,7 @@ def build_cost(workers: int, rounds: int = 5) -> dict:
     state = RegistryState(ws, Upstream(HOST, 8123), "rds_config")
     out: dict[str, list[float]] = {"cold_v3": [], "cold_v2": [], "one_change_v3": []}
     sizes = {}
-    for _ in range(rounds):
+    for _round in range(rounds):
         for key, flavour in (("cold_v3", V3), ("cold_v2", V2)):
             t0 = time.perf_counter()
             snap = Snapshot(state, new_encoders())

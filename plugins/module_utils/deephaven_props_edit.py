@@ -333,7 +333,7 @@ def _insertion(pf, raws, path, texts, key, value, nl):
         return len(raws), _append_at_end(pf, raws, "%s=%s%s" % (key, escape_value(value), nl), nl)
     # Deepest existing block on the path (the last one declared with that path).
     for depth in range(len(path), 0, -1):
-        blocks = [b for b in pf.blocks_at(path[:depth])]
+        blocks = list(pf.blocks_at(path[:depth]))
         if not blocks:
             continue
         block = blocks[-1]

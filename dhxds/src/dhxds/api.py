@@ -119,7 +119,7 @@ class Api:
         if request.path in self._open:
             return await handler(request)
         header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
+        scheme, _sep, presented = header.partition(" ")
         if not header:
             return error(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         if scheme.lower() != "bearer" or not presented:

@@ -49,7 +49,7 @@ def split_listen(value: object, key: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port)."""
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(f"{key} must be 'host:port', got {value!r}")
-    host, _, port = value.rpartition(":")
+    host, _sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         validate_host(host, key, listen=True)

@@ -69,7 +69,7 @@ def reached(front_door, path: str, headers: dict | None = None) -> str | None:
 def wait_for_backend(front_door, path: str, expected: str, attempts: int = 40) -> str | None:
     """Poll until `path` reaches `expected` (routes arrive over xDS, asynchronously)."""
     seen = None
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         seen = reached(front_door, path)
         if seen == expected:
             break

@@ -84,7 +84,7 @@ def curl_http2(envoy_ca: str, path: str, *args: str) -> tuple[str, dict]:
         text=True,
         check=False,
     )
-    body, _, version = done.stdout.rpartition("\n")
+    body, _sep, version = done.stdout.rpartition("\n")
     assert done.returncode == 0, done.stderr
     return version, json.loads(body)
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stand-in for a Deephaven web_api_service or query worker in molecule scenarios.
 
 Answers every request with JSON naming this server and echoing the method, path and headers,

@@ -153,7 +153,7 @@ def load(tmp_path):
 
 def _wait_until_flowing(counts_file: pathlib.Path, process: subprocess.Popen) -> None:
     """Until every host is in the client's rotation and requests succeed (bounded)."""
-    for _ in range(300):
+    for _attempt in range(300):
         assert process.poll() is None, "the load client exited early"
         if counts_file.exists():
             counts = json.loads(counts_file.read_text())

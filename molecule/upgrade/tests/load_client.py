@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Load client for the upgrade scenario: a small L7 load balancer in front of the Envoy fleet.
 
 Sends requests one after another through the Envoy listeners, round-robin over the hosts its
@@ -93,7 +92,7 @@ class LoadClient:
     def health_loop(self, target: Target) -> None:
         while not self.stop.is_set():
             try:
-                status, _ = self.get(target, self.args.health_path)
+                status = self.get(target, self.args.health_path)[0]
                 target.record_check(status == 200)
             except OSError:
                 target.record_check(False)
@@ -103,7 +102,7 @@ class LoadClient:
         """The next target that is up, waiting while none is (bounded)."""
         deadline = time.monotonic() + NO_BACKEND_LIMIT_S
         while not self.stop.is_set() and time.monotonic() < deadline:
-            for _ in range(len(self.targets)):
+            for _target in range(len(self.targets)):
                 target = next(ring)
                 if target.up:
                     return target
@@ -193,12 +192,12 @@ class LoadClient:
 
 
 def _split(target: str) -> tuple[str, int]:
-    host, _, port = target.rpartition(":")
+    host, _sep, port = target.rpartition(":")
     return host, int(port)
 
 
 def _split_route(route: str) -> tuple[str, str]:
-    path, _, backend = route.partition("=")
+    path, _sep, backend = route.partition("=")
     return path, backend
 
 

@@ -33,7 +33,7 @@ def test_refuses_when_a_host_of_the_group_is_unreachable(fleet, upgrade):
     pids, configs = fleet.main_pids(), fleet.config_sums()
     ghost = {"upg-envoy-ghost": {"ansible_connection": "community.docker.docker"}}
 
-    result, _ = upgrade(NEW, extra_hosts=ghost, args=["--limit", "upg-envoy-1"])
+    result, _log = upgrade(NEW, extra_hosts=ghost, args=["--limit", "upg-envoy-1"])
 
     assert result.returncode != 0
     refusal = "Refusing to upgrade: upg-envoy-ghost of group 'envoy' cannot be reached"
@@ -48,7 +48,7 @@ def test_a_build_that_fails_validation_stops_before_any_restart(fleet, upgrade, 
     pids, configs = fleet.main_pids(), fleet.config_sums()
     broken = broken_binary(tmp_path / "broken", NEW, validate_with=None)
 
-    result, _ = upgrade(NEW, host_vars={"upg-envoy-2": {"envoy_binary_local_path": broken}})
+    result, _log = upgrade(NEW, host_vars={"upg-envoy-2": {"envoy_binary_local_path": broken}})
 
     assert result.returncode != 0
     assert f"Staging Envoy {NEW} failed on upg-envoy-2" in said(result)

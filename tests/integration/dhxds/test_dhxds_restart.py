@@ -19,7 +19,7 @@ def test_kill9_and_restart_loses_nothing(backends, daemon, start_envoy, mode):
     daemon.kill9()
     # Envoy keeps its last configuration while the control plane is gone.
     wait_for(lambda: not envoy.connected(), 60, "Envoy to notice")
-    for _ in range(20):
+    for _request in range(20):
         assert envoy.backend_of("/worker/w1/a") == "w1"
         assert envoy.backend_of("/worker/w2/b") == "w2"
         assert envoy.backend_of("/elsewhere") == "web_api_service"
@@ -30,7 +30,7 @@ def test_kill9_and_restart_loses_nothing(backends, daemon, start_envoy, mode):
     daemon.start()
     listed = daemon.call("GET", "/v1/workers").json()["workers"]
     assert [(w["id"], w["port"]) for w in listed] == [("w1", ports["w1"]), ("w2", ports["w2"])]
-    wait_for(lambda: envoy.connected(), 90, "Envoy to reconnect")
+    wait_for(envoy.connected, 90, "Envoy to reconnect")
     assert envoy.backend_of("/worker/w1/a") == "w1"
 
     # The restarted daemon keeps serving changes to the reconnected Envoy.

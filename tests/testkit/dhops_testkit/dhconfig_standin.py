@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Stand-in for Deephaven's `dhconfig` (closed source, not installable here).
 
 It implements only the two documented calls the module makes, against a directory that

@@ -313,7 +313,7 @@ class Envoy:
             f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=5
         ).text
         for line in text.splitlines():
-            key, _, value = line.partition(": ")
+            key, _sep, value = line.partition(": ")
             if key == name:
                 return int(value)
         return 0

@@ -226,7 +226,7 @@ def test_include_cycles_terminate(tmp_path):
     (tmp_path / "a.prop").write_text("includefiles=b.prop\nfinalize a\n")
     (tmp_path / "b.prop").write_text("includefiles=a.prop\nfinalize b\n")
     path = str(tmp_path / "a.prop")
-    finals, _ = included_finals(
+    finals, _includes = included_finals(
         path, PropertyFile(open(path).read(), path), lambda p: open(p).read()
     )
     assert [f.text for f in finals] == ["finalize b"]
