@@ -44,7 +44,6 @@ class XdsView(Protocol):
          "acked": {type_url: version}, "nack": None | {"version": str, "message": str},
          "connected_since": RFC 3339 UTC, e.g. "2026-11-29T18:00:00Z"}.
         JSON-serialisable; the API returns it unchanged."""
-        ...
 
     async def wait_routable(self, worker_id: str, timeout: float) -> list[str]:
         """Wait until every connected Envoy node has ACKed the worker's cluster and a route
@@ -53,7 +52,6 @@ class XdsView(Protocol):
         passed. Called after the registry stored the change (the snapshot already holds it).
         Must return by itself at the timeout: the API stops waiting WAIT_GRACE seconds later
         and then reports every node in nodes() as pending."""
-        ...
 
 
 def error(status: int, message: str) -> web.Response:

@@ -379,7 +379,7 @@ class XdsCore:
         routable = any(w.id == worker_id for w in self.snapshot.routable)
         name = cluster_name(worker_id)
         pending = []
-        for (node_id, _), cds, rds in self.newest_streams():
+        for (node_id, _group), cds, rds in self.newest_streams():
             ok = routable
             if ok and cds is not None:
                 current = self.snapshot.clusters(cds.cluster_type).get(name)

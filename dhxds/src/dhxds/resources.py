@@ -258,7 +258,7 @@ def worker_stat_name(worker_id: str) -> str:
 def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
     """Worker routes first (first match wins), the catch-all to web_api_service last."""
     routes: list[rc.Route] = []
-    for worker, _ in routable_workers(state):
+    for worker, _hosts in routable_workers(state):
         routes.extend(worker_routes(worker).routes)
     routes.append(default_route())
     return route_pb2.RouteConfiguration(

@@ -133,7 +133,7 @@ def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
 
 def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
     routes: list[rc.Route] = []
-    for worker, _ in routable_workers(state):
+    for worker, _hosts in routable_workers(state):
         routes.extend(_worker_route_list(worker))
     routes.append(default_route())
     return route_pb2.RouteConfiguration(

@@ -241,7 +241,7 @@ class Snapshot:
         self.created = time.monotonic()
         self._encoders = encoders
         self._routable = routable_workers(state)
-        self.routable = tuple(worker for worker, _ in self._routable)
+        self.routable = tuple(pair[0] for pair in self._routable)
         # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
         ids = {w.id for w in self.routable}
         self.unresolved = tuple(w.id for w in state.workers if w.id not in ids)

@@ -82,7 +82,7 @@ def ansible_module(
     if diff:
         cmd.append("--diff")
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120
+        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120, check=False
     )
     return Outcome(proc)
 
@@ -90,7 +90,7 @@ def ansible_module(
 def ansible_playbook(tmp_path: Path, playbook: Path, inventory: Path, *extra: str) -> Outcome:
     cmd = [tool("ansible-playbook"), "-i", str(inventory), str(playbook), *extra]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=300
+        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=300, check=False
     )
     return Outcome(proc)
 
@@ -141,6 +141,6 @@ def ansible_template(tmp_path: Path, src: Path, dest: Path, variables: dict) -> 
         json.dumps({"src": str(src), "dest": str(dest)}),
     ]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120
+        cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120, check=False
     )
     return Outcome(proc)

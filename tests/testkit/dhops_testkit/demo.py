@@ -34,7 +34,7 @@ def _stop_previous(pid_file: Path) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(60):
+    for _attempt in range(60):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

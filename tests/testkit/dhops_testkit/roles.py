@@ -60,12 +60,12 @@ def role_defaults(role: str) -> dict[str, Any]:
 def _template_source(role: str, template: str) -> tuple[str, dict[str, Any]]:
     """The template text and its `#jinja2:` header options (as Ansible reads them)."""
     source = (ROLES / role / "templates" / template).read_text()
-    first, _, rest = source.partition("\n")
+    first, _sep, rest = source.partition("\n")
     if not first.startswith("#jinja2:"):
         return source, {}
     options = {}
     for item in first[len("#jinja2:") :].split(","):
-        key, _, value = item.partition(":")
+        key, _sep, value = item.partition(":")
         options[key.strip()] = {"true": True, "false": False}.get(value.strip().lower(), value)
     return rest, options
 

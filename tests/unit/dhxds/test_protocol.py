@@ -36,7 +36,7 @@ class World:
         return envoy
 
     def settle(self, envoy: EnvoyModel) -> None:
-        for _ in range(20):
+        for _round in range(20):
             self.h.pump()
             moved = False
             for sm in envoy.streams:
@@ -160,14 +160,14 @@ def test_unresolved_worker_is_pending_everywhere_and_resolution_makes_it_routabl
     h = Harness(registry_state(workers, {}))
     envoy = EnvoyModel(h, "envoy-1", "v3", "ads")
     h.pump()
-    for _ in range(4):
+    for _round in range(4):
         envoy.receive(envoy.streams[0], "ack")
         h.pump()
     assert envoy.routes == {"web_api_service", "worker_w1"}
     assert h.core.pending_nodes("dns") == ["envoy-1"]
     h.set_state(registry_state(workers, {"dh-host.example": ("10.1.1.1",)}))
     h.pump()
-    for _ in range(4):
+    for _round in range(4):
         envoy.receive(envoy.streams[0], "ack")
         h.pump()
     assert "worker_dns" in envoy.routes

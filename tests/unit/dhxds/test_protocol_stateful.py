@@ -181,7 +181,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         """Deliver and ACK everything, pass the grace, until nothing moves."""
         self.h.tick(GRACE + 0.1)
         self.h.pump()
-        for _ in range(200):
+        for _attempt in range(200):
             moved = False
             for envoy in self.all_envoys:
                 if not envoy.alive:
