@@ -84,6 +84,7 @@ class TypeState:
     rtype: ResourceType
     delta: bool = False
     held: dict[str, str] = field(default_factory=dict)  # delta: initial_resource_versions
+    force: set[str] = field(default_factory=set)  # delta: names to send even if unchanged
     subscribed: frozenset[str] = frozenset()
     nonce_seq: int = 0
     sent_nonce: str | None = None
@@ -120,28 +121,21 @@ class TypeState:
         first = self.sent_nonce is None and not req.nonce and not self.subscribed
         if req.nonce and req.nonce != self.sent_nonce:
             return Event.STALE
-        before = self.subscribed
         self.subscribed = (self.subscribed | set(req.subscribe)) - set(req.unsubscribe)
-        if req.unsubscribe:
-            self._forget(set(req.unsubscribe))
+        for name in req.unsubscribe:
+            self.held.pop(name, None)
         if first:
             self.held = dict(req.initial_versions)
             self.resend = True
             return Event.INITIAL
-        if self.subscribed - before and not self.rtype.wildcard:
-            self.resend = True  # a new name: answer it even if nothing changed
+        if req.subscribe and not self.rtype.wildcard:
+            # A (re)subscribed name is sent whole even if unchanged: after an unsubscribe the
+            # client no longer has it, whatever it ACKed before.
+            self.force |= set(req.subscribe)
+            self.resend = True
         if not req.nonce or not self.in_flight:
             return Event.REQUEST
         return self._answered(req)
-
-    def _forget(self, names: set[str]) -> None:
-        """Delta: the client dropped these names; it holds them no more."""
-        for name in names:
-            self.held.pop(name, None)
-        if self.acked_set is not None and names & self.acked_set.by_name.keys():
-            kept = {k: v for k, v in self.acked_set.by_name.items() if k not in names}
-            self.acked_set = ResourceSet(kept)
-            self.acked_version = self.acked_set.version
 
     def _answered(self, req: Request) -> Event:
         """The ACK or NACK of the response in flight."""
@@ -174,12 +168,15 @@ class TypeState:
             holds = {name: res.digest for name, res in self.acked_set.by_name.items()}
         else:
             holds = self.held
-        changed = tuple(res for res in resources if holds.get(res.name) != res.digest)
+        changed = tuple(
+            res for res in resources if res.name in self.force or holds.get(res.name) != res.digest
+        )
         removed = tuple(sorted(holds.keys() - resources.by_name.keys()))
         return changed, removed
 
     def send(self, resources: ResourceSet, since: float) -> Response:
         changed, removed = self.delta_from_client(resources) if self.delta else ((), ())
+        self.force = set()
         self.nonce_seq += 1
         self.sent_nonce = str(self.nonce_seq)
         self.in_flight = True

@@ -72,7 +72,7 @@ def test_burst_routes_follow_each_cds_ack_instead_of_starving():
         assert len(envoy.inbox(sm)) <= 2  # one response per type in flight, at most
         while envoy.inbox(sm):
             got = envoy.inbox(sm).pop(0)
-            envoy._apply(got)
+            envoy._apply(got, sm)
             names = envoy._names(got.type_url)
             ack = Request(got.type_url, got.version, got.nonce, names, node=envoy.node)
             acks.append((now + 0.040, ack))
