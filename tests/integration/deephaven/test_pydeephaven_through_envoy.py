@@ -225,31 +225,6 @@ def test_a_large_snapshot_streams_through_the_per_connection_buffers(stack):
         assert table.column("Y")[1_999_999].as_py() == 1_999_999
 
 
-def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):
-    worker = stack.workers["w3"]
-    stack.daemon.put_worker("gone", worker.port)
-    wait_for(lambda: stack.routable("gone"), 30, "gone routable", 0.2)
-    sess = session(stack.envoy.listen_port, stack.ca, "/worker/gone")
-    try:
-        assert whoami(sess) == "w3"
-        assert stack.daemon.call("DELETE", "/v1/workers/gone").status_code == 204
-        wait_for(lambda: "worker_gone" not in stack.envoy.clusters(), 30, "cluster removed", 0.2)
-        started = time.monotonic()
-        with pytest.raises(DHError) as raised:
-            whoami(sess)
-        elapsed = time.monotonic() - started
-        assert elapsed < 15, f"the client waited {elapsed:.1f}s for its error"
-        cause = raised.value.__cause__
-        assert isinstance(cause, grpc.RpcError), raised.value
-        assert cause.code() not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
-        print(f"removed worker: {cause.code()}: {cause.details()}")  # shown with -s
-    finally:
-        with contextlib.suppress(DHError):
-            sess.close()  # its release call fails the same way
-    # The worker itself is fine; it is just no longer routed.
-    assert requests.get(f"{worker.url}/jsapi/dh-core.js", timeout=30).status_code == 200
-
-
 def test_a_worker_registered_while_others_stream_is_usable_at_once(stack):
     sessions = {
         w: session(stack.envoy.listen_port, stack.ca, f"/worker/{w}") for w in ("w1", "w10")
@@ -296,3 +271,45 @@ def test_a_worker_registered_while_others_stream_is_usable_at_once(stack):
         for sess in sessions.values():
             sess.close()
         stack.daemon.call("DELETE", "/v1/workers/w3")
+
+
+# Stops worker w3: keep this test last (pytest runs a file's tests in order).
+def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):
+    worker = stack.workers["w3"]
+    stack.daemon.put_worker("w3", worker.port)
+    wait_for(lambda: stack.routable("w3"), 30, "w3 routable", 0.2)
+    sess = session(stack.envoy.listen_port, stack.ca, "/worker/w3")
+    stream = FieldStream(sess)
+    try:
+        assert whoami(sess) == "w3"
+        assert "whoami" in stream.next_created(30)
+        assert stack.daemon.call("DELETE", "/v1/workers/w3").status_code == 204
+        wait_for(lambda: "worker_w3" not in stack.envoy.clusters(), 30, "cluster removed", 0.2)
+
+        # New calls, even on the client's open connection, no longer reach the worker.
+        started = time.monotonic()
+        with pytest.raises(DHError) as raised:
+            whoami(sess)
+        elapsed = time.monotonic() - started
+        assert elapsed < 15, f"the client waited {elapsed:.1f}s for its error"
+        cause = raised.value.__cause__
+        assert isinstance(cause, grpc.RpcError), raised.value
+        assert cause.code() == grpc.StatusCode.UNAVAILABLE, cause
+        # The worker itself is fine; it is just no longer routed.
+        assert requests.get(f"{worker.url}/jsapi/dh-core.js", timeout=30).status_code == 200
+
+        # A stream opened before the removal is drained, not cut, by Envoy; it ends when the
+        # worker stops (as a dispatcher stops it) - with an error, at once, never a hang.
+        worker.stop()
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            while True:
+                stream.next_created(15)
+        assert time.monotonic() - started < 15
+        # The worker's own word at shutdown (CANCELLED "subscription cancelled"), or the
+        # connection's end (UNAVAILABLE) when it dies without one.
+        assert ended.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    finally:
+        stream.close()
+        with contextlib.suppress(DHError):
+            sess.close()  # its release call fails the same way
