@@ -25,6 +25,7 @@ from pydeephaven import DHError
 from websockets.sync.client import connect
 
 AUTH_CONSTANTS = "/io.deephaven.proto.backplane.grpc.ConfigService/GetAuthenticationConstants"
+LIST_FIELDS = "/io.deephaven.proto.backplane.grpc.ApplicationService/ListFields"
 EMPTY_GRPC_MESSAGE = b"\x00\x00\x00\x00\x00"
 
 
@@ -94,6 +95,32 @@ class FieldStream:
 
     def close(self) -> None:
         self.call.cancel()
+
+
+@contextlib.contextmanager
+def websocket_field_stream(stack, worker_id: str):
+    """The same subscription over a websocket (grpc-websockets, the web IDE's transport when it
+    cannot stream over fetch), authenticated as Deephaven's anonymous handler allows. Yields
+    wait_for(needle, timeout): read the stream until `needle` arrives."""
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    url = f"wss://{HOST}:{stack.envoy.listen_port}/worker/{worker_id}{LIST_FIELDS}"
+    with connect(url, ssl=context, subprotocols=["grpc-websockets"], open_timeout=10) as ws:
+        ws.send(
+            b"content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n"
+            b"authorization: Anonymous\r\n"
+        )
+        ws.send(b"\x00" + EMPTY_GRPC_MESSAGE)
+        ws.send(b"\x01")  # the request is complete; the answers stream on
+
+        def wait_for(needle: bytes, timeout: float) -> None:
+            deadline, seen = time.monotonic() + timeout, b""
+            while needle not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{needle!r} not delivered in {timeout}s: {seen[-300:]!r}")
+                seen += ws.recv(timeout=left)
+
+        yield wait_for
 
 
 def _new_table(stack, worker_id: str) -> str:
@@ -199,15 +226,19 @@ def test_websocket_upgrades_pass_to_that_worker(stack, worker_id):
 
 
 # --- long-lived streams -------------------------------------------------------------------------
-def test_an_idle_subscription_survives_longer_than_envoys_default_timeouts(stack):
+def test_idle_subscriptions_survive_longer_than_envoys_default_timeouts(stack):
+    # The same subscription over gRPC (pydeephaven's channel) and over a websocket, both idle.
     with session(stack.envoy.listen_port, stack.ca, "/worker/w1") as sess:
         stream = FieldStream(sess)
         try:
-            assert "whoami" in stream.next_created(30)
-            time.sleep(25)  # idle: Envoy's default route/stream timeouts are 15 s
-            assert stream.items.empty()
-            name = _new_table(stack, "w1")
-            assert name in stream.next_created(15)
+            with websocket_field_stream(stack, "w1") as websocket_delivers:
+                assert "whoami" in stream.next_created(30)
+                websocket_delivers(b"whoami", 30)
+                time.sleep(25)  # idle: Envoy's default route/stream timeouts are 15 s
+                assert stream.items.empty()
+                name = _new_table(stack, "w1")
+                assert name in stream.next_created(15)
+                websocket_delivers(name.encode(), 15)
             assert whoami(sess) == "w1"  # the session's own channel is alive too
         finally:
             stream.close()
