@@ -8,6 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$DHOPS_REPO_ROOT"
 requirements=tests/integration/deephaven/requirements.txt
+venv="${DHOPS_VENV:-.venv}"   # the tests pass the environment they run in
 
 java_major() {  # the feature version of `java` on PATH (0 when there is none)
   command -v java >/dev/null || { echo 0; return; }
@@ -31,17 +32,17 @@ ensure_java() {
 }
 
 ensure_wheels() {
-  local stamp=.venv/.deephaven.sha256
-  [ -x .venv/bin/python ] || die ".venv is missing: run scripts/bootstrap first"
-  if sha256sum --quiet -c "$stamp" 2>/dev/null \
-    && .venv/bin/python -c 'import deephaven_server, pydeephaven' 2>/dev/null; then
+  local stamp="$venv/.deephaven.sha256"
+  [ -x "$venv/bin/python" ] || die "$venv is missing: run scripts/bootstrap first"
+  if sha256sum --quiet -c "$stamp" >/dev/null 2>&1 \
+    && "$venv/bin/python" -c 'import deephaven_server, pydeephaven' 2>/dev/null; then
     log "deephaven wheels: up to date"
     return
   fi
-  log "pip install -r $requirements (deephaven-server, pydeephaven; ~600 MB with pyarrow)"
-  .venv/bin/pip install -q -r requirements-dev.txt -r "$requirements" \
+  log "pip install -r $requirements into $venv (deephaven-server, pydeephaven; ~600 MB)"
+  "$venv/bin/python" -m pip install -q -r requirements-dev.txt -r "$requirements" \
     || die "cannot install the Deephaven wheels ($requirements)"
-  .venv/bin/python -c 'import deephaven_server, pydeephaven' \
+  "$venv/bin/python" -c 'import deephaven_server, pydeephaven' \
     || die "the Deephaven wheels installed but do not import"
   sha256sum requirements-dev.txt "$requirements" >"$stamp"
 }

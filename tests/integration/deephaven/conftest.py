@@ -28,7 +28,9 @@ from dhops_testkit.deephaven import (
 )
 
 HERE = Path(__file__).resolve().parent
-WORKERS = ["w1", "w10", "w3"]  # w1 and w10: ids where one is a prefix of the other
+# w1 and w10: ids where one is a prefix of the other; w3 joins while others stream, then is
+# removed and stopped (the last test).
+WORKERS = ["w1", "w10", "w3"]
 TIMINGS: dict[str, float] = {}
 
 
@@ -63,7 +65,7 @@ def workers(tmp_path_factory) -> dict[str, DeephavenWorker]:
     TIMINGS["prerequisites"] = time.monotonic() - started
     started = time.monotonic()
     running = start_workers(WORKERS, tmp_path_factory.mktemp("deephaven"))
-    TIMINGS["3 workers ready (parallel)"] = time.monotonic() - started
+    TIMINGS[f"{len(WORKERS)} workers ready (parallel)"] = time.monotonic() - started
     yield {w.name: w for w in running}
     for worker in running:
         worker.stop()

@@ -25,6 +25,7 @@ from pydeephaven import DHError
 from websockets.sync.client import connect
 
 AUTH_CONSTANTS = "/io.deephaven.proto.backplane.grpc.ConfigService/GetAuthenticationConstants"
+LIST_FIELDS = "/io.deephaven.proto.backplane.grpc.ApplicationService/ListFields"
 EMPTY_GRPC_MESSAGE = b"\x00\x00\x00\x00\x00"
 
 
@@ -94,6 +95,32 @@ class FieldStream:
 
     def close(self) -> None:
         self.call.cancel()
+
+
+@contextlib.contextmanager
+def websocket_field_stream(stack, worker_id: str):
+    """The same subscription over a websocket (grpc-websockets, the web IDE's transport when it
+    cannot stream over fetch), authenticated as Deephaven's anonymous handler allows. Yields
+    wait_for(needle, timeout): read the stream until `needle` arrives."""
+    context = ssl.create_default_context(cafile=str(stack.ca))
+    url = f"wss://{HOST}:{stack.envoy.listen_port}/worker/{worker_id}{LIST_FIELDS}"
+    with connect(url, ssl=context, subprotocols=["grpc-websockets"], open_timeout=10) as ws:
+        ws.send(
+            b"content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n"
+            b"authorization: Anonymous\r\n"
+        )
+        ws.send(b"\x00" + EMPTY_GRPC_MESSAGE)
+        ws.send(b"\x01")  # the request is complete; the answers stream on
+
+        def wait_for(needle: bytes, timeout: float) -> None:
+            deadline, seen = time.monotonic() + timeout, b""
+            while needle not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{needle!r} not delivered in {timeout}s: {seen[-300:]!r}")
+                seen += ws.recv(timeout=left)
+
+        yield wait_for
 
 
 def _new_table(stack, worker_id: str) -> str:
@@ -199,15 +226,19 @@ def test_websocket_upgrades_pass_to_that_worker(stack, worker_id):
 
 
 # --- long-lived streams -------------------------------------------------------------------------
-def test_an_idle_subscription_survives_longer_than_envoys_default_timeouts(stack):
+def test_idle_subscriptions_survive_longer_than_envoys_default_timeouts(stack):
+    # The same subscription over gRPC (pydeephaven's channel) and over a websocket, both idle.
     with session(stack.envoy.listen_port, stack.ca, "/worker/w1") as sess:
         stream = FieldStream(sess)
         try:
-            assert "whoami" in stream.next_created(30)
-            time.sleep(25)  # idle: Envoy's default route/stream timeouts are 15 s
-            assert stream.items.empty()
-            name = _new_table(stack, "w1")
-            assert name in stream.next_created(15)
+            with websocket_field_stream(stack, "w1") as websocket_delivers:
+                assert "whoami" in stream.next_created(30)
+                websocket_delivers(b"whoami", 30)
+                time.sleep(25)  # idle: Envoy's default route/stream timeouts are 15 s
+                assert stream.items.empty()
+                name = _new_table(stack, "w1")
+                assert name in stream.next_created(15)
+                websocket_delivers(name.encode(), 15)
             assert whoami(sess) == "w1"  # the session's own channel is alive too
         finally:
             stream.close()
@@ -223,31 +254,6 @@ def test_a_large_snapshot_streams_through_the_per_connection_buffers(stack):
         table = sess.open_table("big").to_arrow()
         assert table.num_rows == 2_000_000
         assert table.column("Y")[1_999_999].as_py() == 1_999_999
-
-
-def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):
-    worker = stack.workers["w3"]
-    stack.daemon.put_worker("gone", worker.port)
-    wait_for(lambda: stack.routable("gone"), 30, "gone routable", 0.2)
-    sess = session(stack.envoy.listen_port, stack.ca, "/worker/gone")
-    try:
-        assert whoami(sess) == "w3"
-        assert stack.daemon.call("DELETE", "/v1/workers/gone").status_code == 204
-        wait_for(lambda: "worker_gone" not in stack.envoy.clusters(), 30, "cluster removed", 0.2)
-        started = time.monotonic()
-        with pytest.raises(DHError) as raised:
-            whoami(sess)
-        elapsed = time.monotonic() - started
-        assert elapsed < 15, f"the client waited {elapsed:.1f}s for its error"
-        cause = raised.value.__cause__
-        assert isinstance(cause, grpc.RpcError), raised.value
-        assert cause.code() not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
-        print(f"removed worker: {cause.code()}: {cause.details()}")  # shown with -s
-    finally:
-        with contextlib.suppress(DHError):
-            sess.close()  # its release call fails the same way
-    # The worker itself is fine; it is just no longer routed.
-    assert requests.get(f"{worker.url}/jsapi/dh-core.js", timeout=30).status_code == 200
 
 
 def test_a_worker_registered_while_others_stream_is_usable_at_once(stack):
@@ -296,3 +302,45 @@ def test_a_worker_registered_while_others_stream_is_usable_at_once(stack):
         for sess in sessions.values():
             sess.close()
         stack.daemon.call("DELETE", "/v1/workers/w3")
+
+
+# Stops worker w3: keep this test last (pytest runs a file's tests in order).
+def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):
+    worker = stack.workers["w3"]
+    stack.daemon.put_worker("w3", worker.port)
+    wait_for(lambda: stack.routable("w3"), 30, "w3 routable", 0.2)
+    sess = session(stack.envoy.listen_port, stack.ca, "/worker/w3")
+    stream = FieldStream(sess)
+    try:
+        assert whoami(sess) == "w3"
+        assert "whoami" in stream.next_created(30)
+        assert stack.daemon.call("DELETE", "/v1/workers/w3").status_code == 204
+        wait_for(lambda: "worker_w3" not in stack.envoy.clusters(), 30, "cluster removed", 0.2)
+
+        # New calls, even on the client's open connection, no longer reach the worker.
+        started = time.monotonic()
+        with pytest.raises(DHError) as raised:
+            whoami(sess)
+        elapsed = time.monotonic() - started
+        assert elapsed < 15, f"the client waited {elapsed:.1f}s for its error"
+        cause = raised.value.__cause__
+        assert isinstance(cause, grpc.RpcError), raised.value
+        assert cause.code() == grpc.StatusCode.UNAVAILABLE, cause
+        # The worker itself is fine; it is just no longer routed.
+        assert requests.get(f"{worker.url}/jsapi/dh-core.js", timeout=30).status_code == 200
+
+        # A stream opened before the removal is drained, not cut, by Envoy; it ends when the
+        # worker stops (as a dispatcher stops it) - with an error, at once, never a hang.
+        worker.stop()
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as ended:
+            while True:
+                stream.next_created(15)
+        assert time.monotonic() - started < 15
+        # The worker's own word at shutdown (CANCELLED "subscription cancelled"), or the
+        # connection's end (UNAVAILABLE) when it dies without one.
+        assert ended.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    finally:
+        stream.close()
+        with contextlib.suppress(DHError):
+            sess.close()  # its release call fails the same way

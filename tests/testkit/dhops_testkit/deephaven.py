@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -25,7 +26,12 @@ def ensure_prerequisites() -> None:
 
     Raises RuntimeError with the script's explanation when they cannot be installed."""
     proc = subprocess.run(
-        ["bash", str(PREREQUISITES)], capture_output=True, text=True, timeout=900, check=False
+        ["bash", str(PREREQUISITES)],
+        env={**os.environ, "DHOPS_VENV": sys.prefix},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "WARNING" not in ln]
