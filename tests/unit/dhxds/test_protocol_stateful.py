@@ -227,6 +227,6 @@ class ProtocolMachine(RuleBasedStateMachine):
 
 
 ProtocolMachine.TestCase.settings = settings(
-    max_examples=1000, stateful_step_count=30, deadline=None
+    max_examples=2500, stateful_step_count=35, deadline=None
 )
 TestProtocol = ProtocolMachine.TestCase
