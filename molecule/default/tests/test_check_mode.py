@@ -62,7 +62,8 @@ def test_check_mode_reports_exactly_the_change_of_one_variable():
     done, recap, changed = site_check("-e", "envoy_node_cluster=renamed-cluster")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert changed == [("Stage | Render the configuration to the staged path", "dh-envoy")], output
+    render = "dhops.envoy.envoy : Stage | Render the configuration to the staged path"
+    assert changed == [(render, "dh-envoy")], output
     assert recap["dh-envoy"]["changed"] == 1 and recap["dh-envoy"]["failed"] == 0, output
     assert all(c["changed"] == 0 for h, c in recap.items() if h != "dh-envoy"), output
     assert '+  cluster: "renamed-cluster"' in done.stdout, output
