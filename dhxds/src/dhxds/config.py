@@ -22,6 +22,10 @@ SCHEMA: dict[str, set[str] | None] = {
     "log_level": None,
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Deephaven's web_api_service is an HTTP/1.1 (Jetty) endpoint: a cleartext HTTP/2 upstream
+# (what `downstream` picks for browsers on h2) gets 505 and the client 502. Workers keep
+# `downstream` (gRPC over HTTP/2, websockets over HTTP/1.1).
+WEB_API_SERVICE_PROTOCOL = "http1"
 
 
 class ConfigError(ValueError):
@@ -36,7 +40,9 @@ class Config:
     metrics_require_token: bool = True
     state_path: str = "/var/lib/dhxds/workers.json"
     route_config_name: str = "rds_config"
-    web_api_service: Upstream = field(default_factory=lambda: Upstream("127.0.0.1", 8123))
+    web_api_service: Upstream = field(
+        default_factory=lambda: Upstream("127.0.0.1", 8123, WEB_API_SERVICE_PROTOCOL)
+    )
     static_workers: tuple[Worker, ...] = ()
     log_level: str = "INFO"
 
@@ -109,11 +115,10 @@ def parse_config(data: object) -> Config:
     if values["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if "web_api_service" in data:
-        _section(data, "web_api_service")
+        section = {"upstream_protocol": WEB_API_SERVICE_PROTOCOL}
+        section.update(_section(data, "web_api_service"))
         try:
-            values["web_api_service"] = Upstream.from_dict(
-                data["web_api_service"], "web_api_service"
-            )
+            values["web_api_service"] = Upstream.from_dict(section, "web_api_service")
         except ValidationError as exc:
             raise ConfigError(f"web_api_service: {exc}") from exc
     values["static_workers"] = _static_workers(data.get("static_workers", []))

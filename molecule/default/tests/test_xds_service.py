@@ -42,6 +42,7 @@ def test_config_holds_the_contract_keys(host):
         "/var/lib/dhxds/workers.json",
         "rds_config",
         "8123",
+        "upstream_protocol: http1",  # Deephaven's web_api_service speaks HTTP/1.1
     ]:
         assert expected in text
 

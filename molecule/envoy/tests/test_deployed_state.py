@@ -1,5 +1,7 @@
 """What the converged host looks like to a user: Envoy 1.40.0 upgraded from 1.36.4, serving."""
 
+import re
+
 from conftest import ADMIN, LISTENER, admin_json, http_status
 
 
@@ -26,6 +28,18 @@ def test_unit_is_hardened_and_runs_the_seed_command_line(host):
     assert "path=/opt/envoy/current/bin/envoy" in start
     assert "--config-path /etc/envoy/config.yaml" in start
     assert "--log-path /var/log/deephaven/envoy.log" in start
+
+
+def test_unit_exposure_is_at_most_2_5_while_serving(host):
+    assert http_status(host, f"{LISTENER}/healthz", "-k") == "200"
+    out = host.check_output("systemd-analyze security --no-pager envoy.service")
+    level = float(re.search(r"Overall exposure level for envoy.service: ([0-9.]+)", out).group(1))
+    assert level <= 2.5, out
+    props = host.service("envoy").systemd_properties
+    assert props["PrivateDevices"] == "yes"
+    assert props["SystemCallArchitectures"] == "native"
+    assert props["RestrictNamespaces"] == "yes"
+    assert props["UMask"] == "0027"
 
 
 def test_active_config_validates_as_the_envoy_user(host):

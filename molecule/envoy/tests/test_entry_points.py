@@ -53,6 +53,7 @@ def _pem_pair(tmp_path, name, not_after_days, other_key=False):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=10))
         .not_valid_after(now + datetime.timedelta(days=not_after_days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(key, hashes.SHA256())
     )
     if other_key:
@@ -119,3 +120,37 @@ def test_stage_activate_rollback_for_the_upgrade_playbook(host, run_role):
     assert host.file("/etc/envoy/.active-version").content_string.strip() == "1.40.0"
     assert host.file("/etc/envoy/.previous-version").content_string.strip() == "1.36.4"
     assert http_status(host, f"{LISTENER}/healthz", "-k") == "200"
+
+
+def serves_the_deployed_certificate(host) -> bool:
+    """Does Envoy present the certificate now on disk? (curl verifies against exactly it.)"""
+    url = LISTENER.replace("127.0.0.1", "localhost") + "/healthz"
+    result = host.run(f"curl -s -o /dev/null --cacert /etc/envoy/tls/cert.pem {url}")
+    return result.rc == 0
+
+
+def test_tls_change_is_not_lost_when_the_run_fails_after_the_copy(host, run_role, tmp_path):
+    marker = "/etc/envoy/.restart-pending"
+    pid = envoy_pid(host)
+    renewed = _pem_pair(tmp_path, "renewed", 30)
+    try:
+        # The new pair is copied, then validation fails: the run stops before any restart.
+        failed = run_role("main", {**renewed, "envoy_access_log_format": "%NOT_A_FIELD%"})
+        output = failed.stdout + failed.stderr
+        assert failed.returncode != 0, output
+        assert "rejected the configuration" in output
+        assert envoy_pid(host) == pid
+        assert not serves_the_deployed_certificate(host)  # still the old pair in memory
+        assert host.file(marker).exists  # the pending restart is kept on the host
+
+        # The next run changes no file, yet restarts Envoy for the pair it did not pick up.
+        fixed = run_role("main", renewed)
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert envoy_pid(host) != pid
+        assert serves_the_deployed_certificate(host)
+        assert not host.file(marker).exists
+    finally:
+        restored = run_role("main")  # the scenario's self-signed pair again
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert serves_the_deployed_certificate(host)
+    assert not host.file(marker).exists
