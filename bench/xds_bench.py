@@ -35,6 +35,7 @@ from dhxds.registry import STATE_FORMAT
 from dhxds.resources import RegistryState
 from dhxds.snapshot import Snapshot, encode_response, new_encoders, version_of
 from dhxds.xds_types import V2, V3
+from registry_bench import registry_report, registry_writes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -395,6 +396,8 @@ def report(results: dict) -> str:
             f"{b['one_change_v3']:.1f} | "
             f"{b['cds_bytes']:,} | {b['rds_bytes']:,} |"
         )
+    if "registry" in results:
+        lines += registry_report(results["registry"])
     return "\n".join(lines) + "\n"
 
 
@@ -404,6 +407,7 @@ def main() -> int:
     parser.add_argument("--preregistered", type=int, default=1000)
     parser.add_argument("--modes", default="ads,separate")
     parser.add_argument("--output", default=str(ROOT / "reports" / "xds-bench.md"))
+    parser.add_argument("--registry-workers", type=int, default=10000, help="0: skip")
     args = parser.parse_args()
     results: dict = {
         "latency": [],
@@ -434,6 +438,9 @@ def main() -> int:
             workdir.mkdir()
             results["memory"].append(daemon_memory(workdir, workers))
             print(results["memory"][-1])
+        if args.registry_workers:
+            results["registry"] = registry_writes(Path(tmp) / "registry", args.registry_workers)
+            print(results["registry"])
     for workers in (1000, 10000):
         results["build"].append(build_cost(workers))
         print(results["build"][-1])
