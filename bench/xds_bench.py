@@ -396,8 +396,6 @@ def report(results: dict) -> str:
             f"{b['one_change_v3']:.1f} | "
             f"{b['cds_bytes']:,} | {b['rds_bytes']:,} |"
         )
-    if "registry" in results:
-        lines += registry_report(results["registry"])
     return "\n".join(lines) + "\n"
 
 
@@ -447,7 +445,8 @@ def main() -> int:
     results["load_after"] = load_average()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report(results))
+    registry = registry_report(results["registry"]) if "registry" in results else []
+    output.write_text(report(results) + "".join(line + "\n" for line in registry))
     print(f"wrote {output}")
     return 0
 
