@@ -22,11 +22,13 @@ SCHEMA: dict[str, set[str] | None] = {
     "log_level": None,
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-STATE_BACKENDS = ("sqlite",)  # etcd: issue 11
 
 
 class ConfigError(ValueError):
     pass
+
+
+STATE_BACKENDS = ("sqlite",)  # etcd: issue 11
 
 
 @dataclass(frozen=True)
