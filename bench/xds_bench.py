@@ -41,6 +41,7 @@ from dhxds.snapshot import (
     new_encoders,
 )
 from dhxds.xds_types import V2, V3
+from registry_bench import registry_report, registry_writes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -423,6 +424,7 @@ def main() -> int:
     parser.add_argument("--preregistered", type=int, default=1000)
     parser.add_argument("--modes", default="ads,separate")
     parser.add_argument("--output", default=str(ROOT / "reports" / "xds-bench.md"))
+    parser.add_argument("--registry-workers", type=int, default=10000, help="0: skip")
     args = parser.parse_args()
     results: dict = {
         "latency": [],
@@ -453,13 +455,17 @@ def main() -> int:
             workdir.mkdir()
             results["memory"].append(daemon_memory(workdir, workers))
             print(results["memory"][-1])
+        if args.registry_workers:
+            results["registry"] = registry_writes(Path(tmp) / "registry", args.registry_workers)
+            print(results["registry"])
     for workers in (1000, 10000):
         results["build"].append(build_cost(workers))
         print(results["build"][-1])
     results["load_after"] = load_average()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report(results))
+    registry = registry_report(results["registry"]) if "registry" in results else []
+    output.write_text(report(results) + "".join(line + "\n" for line in registry))
     print(f"wrote {output}")
     return 0
 

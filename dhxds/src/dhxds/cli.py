@@ -1,5 +1,5 @@
 """Command line: `dhxds serve`, `dhxds workers list|get|add|remove` and `dhxds nodes`
-(over the HTTP API).
+(over the HTTP API), `dhxds state export|import` (the registry file itself).
 
 Exit codes: 0 ok, 1 the API refused or cannot be reached, 2 bad configuration or token file,
 3 `workers add --wait`: stored, but not routable on every Envoy node within the timeout."""
@@ -77,7 +77,57 @@ def _parser() -> argparse.ArgumentParser:
         "nodes", parents=[common], help="list connected Envoy nodes and their xDS sync state"
     )
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    state = sub.add_parser(
+        "state", help="export or import the stored workers (JSON format dhxds-workers/1)"
+    ).add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("export", "print every stored worker as JSON (a backup)"),
+        ("import", "make the stored workers exactly those of a JSON file (a restore)"),
+    ):
+        action = state.add_parser(name, help=text)
+        action.add_argument(
+            "--config", default=DEFAULT_CONFIG, help=f"read state.path from it ({DEFAULT_CONFIG})"
+        )
+        if name == "import":
+            action.add_argument("file", help="a dhxds-workers/1 JSON file (from `state export`)")
     return parser
+
+
+def _state(args: argparse.Namespace) -> int:
+    """Works on the registry file directly, also while the daemon runs (it follows the
+    change within a second)."""
+    import asyncio
+
+    from .registry import dump_state, open_backend, read_state_file
+
+    config = load_config(args.config)
+    backend = open_backend(config.state_path)
+    if args.action == "export" and not backend.path.exists():
+        raise ConfigError(f"there is no registry database {backend.path} (state.path)")
+
+    async def run() -> int:
+        try:
+            if args.action == "export":
+                _revision, workers = await backend.load()
+                sys.stdout.write(dump_state(workers))
+                return 0
+            workers = read_state_file(args.file)  # every check before anything is written
+            _before, old = await backend.load()
+            revision = await backend.replace_all(workers)
+            added = len(workers.keys() - old.keys())
+            removed = len(old.keys() - workers.keys())
+            replaced = sum(1 for k in workers.keys() & old.keys() if workers[k] != old[k])
+            print(
+                f"imported {len(workers)} worker(s) from {args.file} into {backend.path}: "
+                f"{added} added, {replaced} replaced, {removed} removed"
+                + (f" (revision {revision})" if revision else " (nothing changed)")
+            )
+            return 0
+        finally:
+            await backend.close()
+
+    return asyncio.run(run())
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
@@ -195,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "nodes":
             return _nodes(args)
+        if args.command == "state":
+            from .registry import RegistryError
+
+            try:
+                return _state(args)
+            except RegistryError as exc:
+                print(f"dhxds: {exc}", file=sys.stderr)
+                return 1
         if getattr(args, "wait", False) and not 0 <= args.timeout <= 60:
             raise ConfigError(f"--timeout must be from 0 to 60 seconds, not {args.timeout:g}")
         return _workers(args)

@@ -15,7 +15,7 @@ from .model import Upstream, ValidationError, Worker, validate_host, validate_po
 SCHEMA: dict[str, set[str] | None] = {
     "xds": {"listen"},
     "api": {"listen", "token_file", "metrics_require_token"},
-    "state": {"path"},
+    "state": {"path", "backend"},
     "route_config_name": None,
     "web_api_service": {"host", "port", "upstream_protocol", "tls", "tls_sni"},
     "static_workers": None,
@@ -32,13 +32,17 @@ class ConfigError(ValueError):
     pass
 
 
+STATE_BACKENDS = ("sqlite",)  # etcd: issue 11
+
+
 @dataclass(frozen=True)
 class Config:
     xds_listen: str = "127.0.0.1:8124"
     api_listen: str = "127.0.0.1:8125"
     token_file: str = "/etc/dhxds/api-token"  # noqa: S105 - a path, not a secret
     metrics_require_token: bool = True
-    state_path: str = "/var/lib/dhxds/workers.json"
+    state_path: str = "/var/lib/dhxds/workers.db"
+    state_backend: str = "sqlite"
     route_config_name: str = "rds_config"
     web_api_service: Upstream = field(
         default_factory=lambda: Upstream("127.0.0.1", 8123, WEB_API_SERVICE_PROTOCOL)
@@ -101,6 +105,7 @@ def parse_config(data: object) -> Config:
         "api_listen": api.get("listen", defaults.api_listen),
         "token_file": _string(api.get("token_file", defaults.token_file), "api.token_file"),
         "state_path": _string(state.get("path", defaults.state_path), "state.path"),
+        "state_backend": state.get("backend", defaults.state_backend),
         "route_config_name": _string(
             data.get("route_config_name", defaults.route_config_name), "route_config_name"
         ),
@@ -112,6 +117,12 @@ def parse_config(data: object) -> Config:
     if not isinstance(metrics_token, bool):
         raise ConfigError("api.metrics_require_token must be true or false")
     values["metrics_require_token"] = metrics_token
+    if values["state_backend"] not in STATE_BACKENDS:
+        raise ConfigError(
+            f"state.backend must be one of {', '.join(STATE_BACKENDS)}, not "
+            f"{values['state_backend']!r} (the JSON file backend was replaced by sqlite: a "
+            "state.path ending in .json is imported into the .db next to it)"
+        )
     if values["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if "web_api_service" in data:

@@ -17,7 +17,7 @@ from .config import Config, read_token, split_listen
 from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
 from .protocol import XdsCore
-from .registry import JsonFileBackend, Registry
+from .registry import Registry, open_backend
 from .resolver import Resolver
 from .resources import RegistryState, is_ip
 from .snapshot import Snapshot, new_encoders
@@ -33,7 +33,7 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.registry = Registry(
-            JsonFileBackend(config.state_path),
+            open_backend(config.state_path),
             config.web_api_service,
             config.route_config_name,
             config.static_workers,
@@ -76,7 +76,13 @@ class Daemon:
             self.xds.set_snapshot(self._snapshot(state))
 
     async def run(self) -> None:
-        self.registry.load()
+        await self.registry.start()
+        try:
+            await self._serve()
+        finally:
+            await self.registry.stop()
+
+    async def _serve(self) -> None:
         self.resolver = Resolver(self._publish)
         self._state()  # starts resolving the stored workers' host names
         await self.resolver.settle(STARTUP_RESOLVE_S)
@@ -109,7 +115,7 @@ class Daemon:
                 self.config.xds_listen,
                 self.config.api_listen,
                 workers,
-                self.config.state_path,
+                self.registry.backend.location,
             )
             sd_notify.notify(f"READY=1\nSTATUS=serving {workers} worker(s)")
             await stop.wait()

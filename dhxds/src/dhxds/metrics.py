@@ -54,7 +54,7 @@ class Metrics:
         )
         self.state_degraded = Gauge(
             "dhxds_state_degraded",
-            "1 while the registry runs from the last-good copy of its state file",
+            "1 while the registry is degraded (a failed write or watch, invalid stored workers)",
             registry=self.registry,
         )
 

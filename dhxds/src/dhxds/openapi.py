@@ -124,7 +124,7 @@ _SPEC: dict[str, Any] = {
                     "401": _ref("responses/Unauthorized"),
                     "409": _error("A static worker, or the envoy_prefix is already used"),
                     "413": _error("The body is larger than 64 KiB"),
-                    "500": _error("The state file could not be written; nothing changed"),
+                    "500": _error("The registry could not store the change (the message says why)"),
                 },
             },
             "delete": {
@@ -136,7 +136,7 @@ _SPEC: dict[str, Any] = {
                     "401": _ref("responses/Unauthorized"),
                     "404": _error("The worker is not registered"),
                     "409": _error("A static worker: change the config file"),
-                    "500": _error("The state file could not be written; nothing changed"),
+                    "500": _error("The registry could not store the change (the message says why)"),
                 },
             },
         },
@@ -174,7 +174,8 @@ _SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "Serving. status is `degraded` (with a reason) when the "
-                        "registry started from the last-good copy of its state file.",
+                        "registry is not in its normal state (a failed write or watch, invalid "
+                        "stored workers).",
                         "content": {
                             _JSON: {
                                 "schema": {

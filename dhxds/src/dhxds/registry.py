@@ -1,29 +1,35 @@
-"""The worker registry: a small backend interface, the JSON file backend, and the in-memory
-view the API and the xDS cache share.
+"""The worker registry: a backend interface with revisions and a watch, the embedded SQLite
+backend, and the in-memory view the API and the xDS cache share.
 
-A change is acknowledged (the API answers) only after the backend stored it durably; the
-in-memory view and the xDS snapshot follow the stored state, never run ahead of it.
+The in-memory view is built ONLY from `load()` and the backend's watch, so every replica of a
+shared backend (etcd, issue 11) converges from the same events. A write is acknowledged (the
+API answers) only after the backend stored it durably AND the local view has reached the
+write's revision: the snapshot the xDS core sees already holds the change. See
+docs/registry.md.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterable
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .model import Upstream, ValidationError, Worker
 from .resources import RegistryState
 
 log = logging.getLogger(__name__)
-STATE_FORMAT = "dhxds-workers/1"
-LAST_GOOD_SUFFIX = ".last-good"
+STATE_FORMAT = "dhxds-workers/1"  # the JSON export/import format
+DB_FORMAT = "dhxds-registry/1"  # meta 'format' of the SQLite file
+WRITE_VISIBLE_S = 10.0  # a stored write must reach the local view within this time
+WATCH_RETRY_S = 1.0
 
 
 class RegistryError(Exception):
@@ -34,173 +40,70 @@ class Conflict(Exception):
     """The change contradicts the registry (static worker, duplicate envoy_prefix)."""
 
 
+class Compacted(RegistryError):
+    """The watch cannot resume after this revision (its changes were compacted away):
+    re-list with load() and watch again from the revision it returns."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event of the watch: `worker` is the new value, None when it was deleted."""
+
+    revision: int
+    worker_id: str
+    worker: Worker | None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of a put: the revision that holds it (the current revision when nothing
+    changed), whether the id was new, whether anything changed."""
+
+    revision: int
+    created: bool
+    changed: bool
+
+
 class RegistryBackend(abc.ABC):
-    """Where dynamic workers live. An etcd backend will implement the same three calls."""
+    """Where dynamic workers live. Revisions are integers that grow with every committed
+    transaction (one transaction = one revision, as in etcd). Implementations: SqliteBackend
+    (embedded default); etcd (issue 11) implements the same calls."""
+
+    location: str = "?"  # for messages: a file name, endpoints, ...
+    degraded: str | None = None  # why the backend is not in its normal state
 
     @abc.abstractmethod
-    def load(self) -> dict[str, Worker]:
-        """All stored workers by id."""
+    async def load(self) -> tuple[int, dict[str, Worker]]:
+        """(revision, all stored workers by id), read consistently at that revision."""
 
     @abc.abstractmethod
-    def put(self, worker: Worker) -> None:
-        """Store (create or replace) durably before returning."""
+    async def put(self, worker: Worker) -> Stored:
+        """Create or replace durably in one transaction that also enforces envoy_prefix
+        uniqueness (Conflict naming the other worker). Nothing is written when the stored
+        worker is equal."""
 
     @abc.abstractmethod
-    def delete(self, worker_id: str) -> None:
-        """Remove durably before returning."""
+    async def delete(self, worker_id: str) -> int | None:
+        """Remove durably; the revision, or None when the id was not stored."""
+
+    @abc.abstractmethod
+    async def replace_all(self, workers: dict[str, Worker]) -> int | None:
+        """Make the stored set exactly `workers`, in one transaction (one revision; None
+        when nothing changed). For `dhxds state import` and the first-start JSON import."""
+
+    @abc.abstractmethod
+    def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
+        """Every change with a revision > after_revision, exactly once, in order, in
+        batches (a batch never splits a revision). Raises Compacted when changes after
+        `after_revision` are no longer kept."""
+
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Release connections and threads."""
 
 
-class JsonFileBackend(RegistryBackend):
-    """All workers in one JSON file, replaced atomically: write a temp file in the same
-    directory, fsync it, rename it over the old one, fsync the directory. A crash at any
-    moment leaves either the old or the new file, never a torn one.
-
-    After every successful load and write the same content is also copied to
-    `<path>.last-good`. When the main file cannot be read or is invalid (edited by hand,
-    damaged), load() starts from that copy, logs an ERROR naming both files and the problem,
-    keeps the bad file as `<path>.bad-<UTC time>` and sets `degraded` (shown by /healthz)
-    until the next successful write replaces the main file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.last_good = self.path.with_name(self.path.name + LAST_GOOD_SUFFIX)
-        self._workers: dict[str, Worker] = {}
-        self.degraded: str | None = None
-
-    def load(self) -> dict[str, Worker]:
-        self._remove_stale_temp_files()
-        try:
-            raw = self._read(self.path)
-            workers = {} if raw is None else parse_state(raw, str(self.path))
-        except RegistryError as exc:
-            workers = self._recover(exc)
-        else:
-            if raw is None and self.last_good.exists():
-                workers = self._recover(
-                    RegistryError(f"state file {self.path} is missing but {self.last_good} exists")
-                )
-            elif raw is not None:
-                self._keep_last_good(raw.encode())
-        self._workers = workers
-        return dict(workers)
-
-    @staticmethod
-    def _read(path: Path) -> str | None:
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except UnicodeDecodeError as exc:
-            raise RegistryError(f"state file {path} is not UTF-8 text: {exc}") from exc
-        except OSError as exc:
-            raise RegistryError(f"cannot read state file {path}: {exc.strerror}") from exc
-
-    def _recover(self, problem: RegistryError) -> dict[str, Worker]:
-        """The main file is unusable: start from the last-good copy, loudly, or fail clearly."""
-        try:
-            raw = self._read(self.last_good)
-            if raw is None:
-                raise RegistryError(f"there is no last-good copy {self.last_good}")
-            workers = parse_state(raw, str(self.last_good))
-        except RegistryError as exc:
-            raise RegistryError(f"{problem}; cannot start from the last-good copy: {exc}") from exc
-        kept = self._keep_bad_file()
-        self.degraded = (
-            f"{problem}; started from the last-good copy {self.last_good} "
-            f"({len(workers)} worker(s))" + (f"; the bad file is kept as {kept}" if kept else "")
-        )
-        log.error("%s", self.degraded)
-        return workers
-
-    def _keep_bad_file(self) -> Path | None:
-        if not self.path.exists():
-            return None
-        try:
-            content = self.path.read_bytes()
-            for earlier in sorted(self.path.parent.glob(f"{self.path.name}.bad-*")):
-                if earlier.read_bytes() == content:
-                    return earlier  # the same bad file, kept by an earlier start
-        except OSError:
-            pass
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        kept = self.path.with_name(f"{self.path.name}.bad-{stamp}")
-        try:
-            shutil.copyfile(self.path, kept)
-        except OSError as exc:
-            log.error("cannot keep a copy of the bad state file %s: %s", self.path, exc)
-            return None
-        return kept
-
-    def put(self, worker: Worker) -> None:
-        workers = dict(self._workers)
-        workers[worker.id] = worker
-        self._write(workers)
-
-    def delete(self, worker_id: str) -> None:
-        workers = dict(self._workers)
-        workers.pop(worker_id, None)
-        self._write(workers)
-
-    def _write(self, workers: dict[str, Worker]) -> None:
-        data = {
-            "format": STATE_FORMAT,
-            "workers": [workers[k].stored_dict() for k in sorted(workers)],
-        }
-        payload = json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
-        try:
-            _atomic_write(self.path, payload, durable=True)
-        except OSError as exc:
-            raise RegistryError(f"cannot write state file {self.path}: {exc}") from exc
-        self._workers = workers
-        if self.degraded:
-            log.warning("state file %s written again; no longer degraded", self.path)
-            self.degraded = None
-        self._keep_last_good(payload)
-
-    def _keep_last_good(self, payload: bytes) -> None:
-        """Copy a state that was just loaded or written. Best effort: the main file is the
-        durable truth; the copy only needs to be some valid earlier state."""
-        try:
-            if self.last_good.exists() and self.last_good.read_bytes() == payload:
-                return
-            _atomic_write(self.last_good, payload, durable=False)
-        except OSError as exc:
-            log.warning("cannot write the last-good copy %s: %s", self.last_good, exc)
-
-    def _remove_stale_temp_files(self) -> None:
-        # Left behind by a crash between mkstemp and rename; never the real state.
-        if self.path.parent.is_dir():
-            for name in (self.path.name, self.last_good.name):
-                for stale in self.path.parent.glob(f".{name}.tmp-*"):
-                    stale.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, payload: bytes, durable: bool) -> None:
-    """Temp file in the same directory, fsync, rename over `path` (and fsync the directory
-    when durable: then the rename itself survives a crash)."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if durable:
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
+# --- JSON export/import format ------------------------------------------------------------
 def parse_state(raw: str, source: str) -> dict[str, Worker]:
-    """Validate a whole state file; every problem is a RegistryError naming the file."""
+    """Validate a whole dhxds-workers/1 file; every problem is a RegistryError naming it."""
     try:
         data = json.loads(raw)
     except RecursionError as exc:
@@ -233,8 +136,408 @@ def parse_state(raw: str, source: str) -> dict[str, Worker]:
     return workers
 
 
+def read_state_file(path: str | Path) -> dict[str, Worker]:
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"state file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise RegistryError(f"cannot read state file {path}: {exc.strerror}") from exc
+    return parse_state(raw, str(path))
+
+
+def dump_state(workers: dict[str, Worker]) -> str:
+    data = {"format": STATE_FORMAT, "workers": [workers[k].stored_dict() for k in sorted(workers)]}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def sqlite_paths(state_path: str | Path) -> tuple[Path, Path]:
+    """`state.path` -> (the SQLite file, the JSON file imported on its first start).
+    `workers.db` and `workers.json` both mean the pair workers.db / workers.json."""
+    path = Path(state_path)
+    db = path.with_suffix(".db") if path.suffix == ".json" else path
+    return db, db.with_suffix(".json")
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    envoy_prefix TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS changes_revision ON changes (revision);
+"""
+
+
+def _encode(worker: Worker) -> str:
+    return json.dumps(worker.stored_dict(), sort_keys=True, separators=(",", ":"))
+
+
+class SqliteBackend(RegistryBackend):
+    """One SQLite file in WAL mode: a row per worker (id PRIMARY KEY, envoy_prefix UNIQUE),
+    a change log (the watch reads it; the newest `keep_changes` revisions are kept) and the
+    revision counter. Each write is one transaction of O(1) rows. All SQLite calls run on one
+    dedicated thread, never on the event loop.
+
+    synchronous=FULL (default): the WAL is fsynced at every commit, so a write that returned
+    survives a power loss, not only a crash of the process. NORMAL (WAL) syncs only at
+    checkpoints: it survives kill -9 but can lose the newest commits on power loss."""
+
+    POLL_S = 0.5  # the watch also sees writes of other processes (`dhxds state import`)
+    BATCH_REVISIONS = 1000
+
+    def __init__(
+        self,
+        path: str | Path,
+        import_json: str | Path | None = None,
+        synchronous: str = "FULL",
+        keep_changes: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.import_json = Path(import_json) if import_json else None
+        self.synchronous = synchronous
+        self.keep_changes = keep_changes
+        self._write_problem: str | None = None
+        self._invalid: set[str] = set()  # stored rows that fail validation (edited by hand)
+        self._db: sqlite3.Connection | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dhxds-db")
+        self._wakers: set[asyncio.Event] = set()
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property  # type: ignore[override]
+    def degraded(self) -> str | None:
+        reasons = [self._write_problem] if self._write_problem else []
+        if self._invalid:
+            bad = sorted(self._invalid)
+            reasons.append(
+                f"registry database {self.path}: {len(bad)} stored worker(s) are invalid and "
+                f"not served (re-register or remove them): {', '.join(bad[:10])}"
+            )
+        return "; ".join(reasons) or None
+
+    def _wake(self) -> None:
+        for event in self._wakers:
+            event.set()
+
+    # --- on the DB thread ---
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        existed = path.exists()
+        unclean = Path(f"{path}-wal").exists() and Path(f"{path}-wal").stat().st_size > 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, timeout=10)
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError(f"cannot open registry database {path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise RegistryError(f"registry database {path}: cannot use WAL mode ({mode})")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            problems = [row[0] for row in db.execute("PRAGMA integrity_check(20)")]
+            if problems != ["ok"]:
+                raise RegistryError(
+                    f"registry database {path} is damaged (integrity check: "
+                    f"{'; '.join(problems)[:500]}); move it away and restore a "
+                    "`dhxds state export` copy with `dhxds state import`"
+                )
+            db.executescript(SCHEMA)
+            fmt = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if fmt is None:
+                with _transaction(db):
+                    db.execute("INSERT INTO meta VALUES ('format', ?)", (DB_FORMAT,))
+                    db.execute("INSERT INTO meta VALUES ('revision', 0), ('compacted', 0)")
+            elif fmt[0] != DB_FORMAT:
+                raise RegistryError(
+                    f"registry database {path} is a {fmt[0]!r} file, not {DB_FORMAT}"
+                )
+        except sqlite3.Error as exc:
+            db.close()
+            raise RegistryError(f"registry database {path} cannot be used: {exc}") from exc
+        except RegistryError:
+            db.close()
+            raise
+        if not existed:
+            os.chmod(path, 0o640)
+        if unclean:
+            log.info("registry database %s: the last run did not stop cleanly; recovered", path)
+        if not existed and self.import_json is not None and self.import_json.exists():
+            self._import_first_start(db)
+        return db
+
+    def _import_first_start(self, db: sqlite3.Connection) -> None:
+        source = self.import_json
+        assert source is not None
+        try:
+            workers = read_state_file(source)
+            self._replace_all(workers, db)
+        except BaseException:
+            db.close()
+            self.path.unlink(missing_ok=True)  # next start imports again
+            raise
+        log.warning(
+            "IMPORTED %d worker(s) from the JSON state file %s into the registry database %s; "
+            "the JSON file is no longer read (kept as %s.imported)",
+            len(workers),
+            source,
+            self.path,
+            source,
+        )
+        try:
+            source.rename(Path(f"{source}.imported"))
+        except OSError as exc:
+            log.warning("cannot rename %s after importing it: %s", source, exc)
+
+    def _revision(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
+
+    def _load(self) -> tuple[int, dict[str, Worker]]:
+        db = self._conn()
+        try:
+            with _transaction(db, "BEGIN"):
+                revision = self._revision(db)
+                rows = db.execute("SELECT id, data FROM workers ORDER BY id").fetchall()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read registry database {self.path}: {exc}") from exc
+        workers: dict[str, Worker] = {}
+        bad: list[str] = []
+        for worker_id, data in rows:
+            try:
+                workers[worker_id] = Worker.from_dict(json.loads(data), stored=True)
+            except (ValueError, ValidationError) as exc:
+                log.error("registry %s: stored worker %s is invalid: %s", self.path, worker_id, exc)
+                bad.append(worker_id)
+        self._invalid = set(bad)
+        return revision, workers
+
+    def _write(self, db: sqlite3.Connection, changes: list[tuple[str, Worker | None]]) -> int:
+        """Inside a transaction: apply the changes at one new revision."""
+        revision = self._revision(db) + 1
+        for worker_id, worker in changes:
+            if worker is None:
+                db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+                db.execute(
+                    "INSERT INTO changes (revision, worker_id, data) VALUES (?, ?, NULL)",
+                    (revision, worker_id),
+                )
+            else:
+                data = _encode(worker)
+                db.execute(
+                    "INSERT INTO workers (id, envoy_prefix, data, revision) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET envoy_prefix = excluded.envoy_prefix, "
+                    "data = excluded.data, revision = excluded.revision",
+                    (worker_id, worker.envoy_prefix, data, revision),
+                )
+                db.execute(
+                    "INSERT INTO changes (revision, worker_id, data) VALUES (?, ?, ?)",
+                    (revision, worker_id, data),
+                )
+        db.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
+        horizon = revision - self.keep_changes
+        if horizon > 0 and revision % max(1, min(1000, self.keep_changes // 10)) == 0:
+            db.execute("DELETE FROM changes WHERE revision <= ?", (horizon,))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'compacted'", (horizon,))
+        return revision
+
+    def _guarded(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run fn in a write transaction; an I/O failure is a RegistryError (and degraded)."""
+        db = self._conn()
+        try:
+            with _transaction(db, "BEGIN IMMEDIATE"):
+                result = fn(db)
+        except sqlite3.IntegrityError as exc:  # the UNIQUE backstop; put() checks first
+            raise Conflict(f"the change violates a registry constraint: {exc}") from exc
+        except sqlite3.Error as exc:
+            self._write_problem = f"cannot write registry database {self.path}: {exc}"
+            raise RegistryError(self._write_problem) from exc
+        if self._write_problem:
+            log.warning("registry database %s written again; no longer degraded", self.path)
+            self._write_problem = None
+        return result
+
+    def _put(self, worker: Worker) -> Stored:
+        def txn(db: sqlite3.Connection) -> Stored:
+            row = db.execute("SELECT data FROM workers WHERE id = ?", (worker.id,)).fetchone()
+            if row is not None and row[0] == _encode(worker):
+                return Stored(self._revision(db), False, False)
+            owner = db.execute(
+                "SELECT id FROM workers WHERE envoy_prefix = ? AND id != ?",
+                (worker.envoy_prefix, worker.id),
+            ).fetchone()
+            if owner is not None:
+                raise _PrefixTaken(owner[0])
+            revision = self._write(db, [(worker.id, worker)])
+            self._invalid.discard(worker.id)
+            return Stored(revision, row is None, True)
+
+        try:
+            return self._guarded(txn)
+        except _PrefixTaken as taken:
+            raise Conflict(
+                f"envoy_prefix {worker.envoy_prefix} is already used by worker {taken.args[0]}"
+            ) from None
+
+    def _delete(self, worker_id: str) -> int | None:
+        def txn(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM workers WHERE id = ?", (worker_id,)).fetchone() is None:
+                return None
+            self._invalid.discard(worker_id)
+            return self._write(db, [(worker_id, None)])
+
+        return self._guarded(txn)
+
+    def _replace_all(
+        self, workers: dict[str, Worker], db: sqlite3.Connection | None = None
+    ) -> int | None:
+        def txn(db: sqlite3.Connection) -> int | None:
+            stored = dict(db.execute("SELECT id, data FROM workers").fetchall())
+            changes: list[tuple[str, Worker | None]] = [
+                (worker_id, None) for worker_id in sorted(stored.keys() - workers.keys())
+            ]
+            changes += [
+                (worker_id, worker)
+                for worker_id, worker in sorted(workers.items())
+                if stored.get(worker_id) != _encode(worker)
+            ]
+            if not changes:
+                return None
+            # Rows whose prefix moves go first, so a swap of prefixes never meets UNIQUE.
+            db.executemany("DELETE FROM workers WHERE id = ?", [(i,) for i, _ in changes])
+            return self._write(db, changes)
+
+        if db is None:
+            return self._guarded(txn)
+        with _transaction(db, "BEGIN IMMEDIATE"):
+            return txn(db)
+
+    def _changes_after(self, after: int) -> list[Change]:
+        db = self._conn()
+        try:
+            with _transaction(db, "BEGIN"):
+                compacted = int(
+                    db.execute("SELECT value FROM meta WHERE key = 'compacted'").fetchone()[0]
+                )
+                if after < compacted:
+                    raise Compacted(
+                        f"registry database {self.path}: changes up to revision {compacted} "
+                        f"are compacted; cannot watch from {after}"
+                    )
+                rows = db.execute(
+                    "SELECT revision, worker_id, data FROM changes "
+                    "WHERE revision > ? AND revision <= ? ORDER BY seq",
+                    (after, after + self.BATCH_REVISIONS),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read registry database {self.path}: {exc}") from exc
+        out = []
+        for revision, worker_id, data in rows:
+            worker = None
+            if data is not None:
+                try:
+                    worker = Worker.from_dict(json.loads(data), stored=True)
+                except (ValueError, ValidationError) as exc:
+                    log.error("registry change %d of %s is invalid: %s", revision, worker_id, exc)
+            out.append(Change(revision, worker_id, worker))
+        return out
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # --- the async interface ---
+    async def load(self) -> tuple[int, dict[str, Worker]]:
+        return await self._run(self._load)
+
+    async def put(self, worker: Worker) -> Stored:
+        stored = await self._run(self._put, worker)
+        self._wake()
+        return stored
+
+    async def delete(self, worker_id: str) -> int | None:
+        revision = await self._run(self._delete, worker_id)
+        self._wake()
+        return revision
+
+    async def replace_all(self, workers: dict[str, Worker]) -> int | None:
+        revision = await self._run(self._replace_all, workers)
+        self._wake()
+        return revision
+
+    async def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
+        cursor = after_revision
+        wake = asyncio.Event()
+        self._wakers.add(wake)
+        try:
+            while True:
+                wake.clear()  # before the read: a commit after it sets the event again
+                batch = await self._run(self._changes_after, cursor)
+                if batch:
+                    cursor = batch[-1].revision
+                    yield batch
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), self.POLL_S)
+                except TimeoutError:
+                    pass
+        finally:
+            self._wakers.discard(wake)
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=False)
+
+
+class _PrefixTaken(Exception):
+    pass
+
+
+class _transaction:
+    """BEGIN ... COMMIT, ROLLBACK on any exception (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> None:
+        self.db, self.begin = db, begin
+
+    def __enter__(self) -> None:
+        self.db.execute(self.begin)
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+
+def open_backend(state_path: str | Path) -> SqliteBackend:
+    """The backend the config selects: `state.path` (.db, or a .json whose content is imported
+    into the .db next to it on its first start)."""
+    db, legacy = sqlite_paths(state_path)
+    return SqliteBackend(db, import_json=legacy)
+
+
+# --- the in-memory view -----------------------------------------------------------------------
 class Registry:
-    """Static workers (config) merged with stored ones; notifies listeners after changes."""
+    """Static workers (config) merged with the backend's, as the watch delivers them;
+    notifies listeners after each applied batch of changes."""
 
     def __init__(
         self,
@@ -247,23 +550,39 @@ class Registry:
         self.web_api = web_api
         self.route_config_name = route_config_name
         self.static = {w.id: w for w in static_workers}
+        self._static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
         self.dynamic: dict[str, Worker] = {}
-        self._lock = asyncio.Lock()
+        self.revision = 0
         self._listeners: list[Callable[[], None]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._watch_problem: str | None = None
 
-    def load(self) -> None:
-        stored = self.backend.load()
-        for worker_id in sorted(stored.keys() & self.static.keys()):
-            log.warning(
-                "worker %s is defined in the config file; its stored entry is ignored", worker_id
-            )
-        static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
-        dynamic = {}
-        for worker_id, worker in sorted(stored.items()):
-            if worker_id in self.static:
-                continue
-            owner = static_prefixes.get(worker.envoy_prefix)
-            if owner is not None:
+    async def start(self) -> None:
+        """Load the stored workers and follow the backend's watch from that revision."""
+        revision, stored = await self.backend.load()
+        self._reset(revision, stored)
+        self._task = asyncio.create_task(self._follow(), name="registry-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.backend.close()
+
+    def _accept(self, worker_id: str, worker: Worker, loud: bool) -> bool:
+        """Whether a stored worker can be served next to the static ones."""
+        if worker_id in self.static:
+            if loud:
+                log.warning(
+                    "worker %s is defined in the config file; its stored entry is ignored",
+                    worker_id,
+                )
+            return False
+        owner = self._static_prefixes.get(worker.envoy_prefix)
+        if owner is not None:
+            if loud:
                 log.error(
                     "stored worker %s is ignored: its envoy_prefix %s is used by worker %s "
                     "of the config file",
@@ -271,14 +590,84 @@ class Registry:
                     worker.envoy_prefix,
                     owner,
                 )
-                continue
-            dynamic[worker_id] = worker
-        self.dynamic = dynamic
+            return False
+        return True
+
+    def _reset(self, revision: int, stored: dict[str, Worker]) -> None:
+        self.dynamic = {
+            worker_id: worker
+            for worker_id, worker in sorted(stored.items())
+            if self._accept(worker_id, worker, loud=True)
+        }
+        self._advance(revision)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for batch in self.backend.watch(self.revision):
+                    self._apply(batch)
+                    if self._watch_problem:
+                        log.warning("registry watch works again")
+                        self._watch_problem = None
+            except Compacted as exc:
+                log.warning("%s; re-listing the registry", exc)
+                try:
+                    revision, stored = await self.backend.load()
+                except RegistryError as load_exc:
+                    self._watch_problem = str(load_exc)
+                    await asyncio.sleep(WATCH_RETRY_S)
+                    continue
+                self._reset(revision, stored)
+                self._notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._watch_problem = f"registry watch failed: {exc}"
+                log.exception("registry watch of %s failed; retrying", self.backend.location)
+                await asyncio.sleep(WATCH_RETRY_S)
+
+    def _apply(self, batch: list[Change]) -> None:
+        for change in batch:
+            if change.worker is None:
+                self.dynamic.pop(change.worker_id, None)
+            elif self._accept(change.worker_id, change.worker, loud=True):
+                self.dynamic[change.worker_id] = change.worker
+            else:
+                self.dynamic.pop(change.worker_id, None)
+        self._advance(batch[-1].revision)
+        self._notify()
+
+    def _advance(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        keep = []
+        for wanted, future in self._waiters:
+            if wanted <= self.revision:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((wanted, future))
+        self._waiters = keep
+
+    async def wait_revision(self, revision: int, timeout: float = WRITE_VISIBLE_S) -> None:
+        """Return once the local view holds `revision` (RegistryError after `timeout`)."""
+        if self.revision >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RegistryError(
+                f"stored at revision {revision} in {self.backend.location}, but the local view "
+                f"is still at {self.revision} after {timeout:g}s"
+                + (f" ({self._watch_problem})" if self._watch_problem else "")
+            ) from None
 
     @property
     def degraded(self) -> str | None:
-        """Why the registry is not in its normal state (e.g. started from a last-good copy)."""
-        return getattr(self.backend, "degraded", None)
+        """Why the registry is not in its normal state (a failed write or watch, invalid
+        stored rows)."""
+        return self._watch_problem or self.backend.degraded
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -296,42 +685,39 @@ class Registry:
         )
 
     async def put(self, worker: Worker) -> tuple[bool, bool]:
-        """Store a worker; returns (created, changed)."""
-        async with self._lock:
-            if worker.id in self.static:
-                raise Conflict(f"worker {worker.id} is defined in the config file; change it there")
-            for other in self.workers().values():
-                if other.id != worker.id and other.envoy_prefix == worker.envoy_prefix:
-                    raise Conflict(
-                        f"envoy_prefix {worker.envoy_prefix} is already used by worker {other.id}"
-                    )
-            old = self.dynamic.get(worker.id)
-            if old == worker:
-                return False, False
-            await asyncio.to_thread(self.backend.put, worker)
-            self.dynamic[worker.id] = worker
+        """Store a worker; returns (created, changed) once the local view holds it."""
+        if worker.id in self.static:
+            raise Conflict(f"worker {worker.id} is defined in the config file; change it there")
+        owner = self._static_prefixes.get(worker.envoy_prefix)
+        if owner is not None:
+            raise Conflict(f"envoy_prefix {worker.envoy_prefix} is already used by worker {owner}")
+        stored = await self.backend.put(worker)
+        if not stored.changed:
+            return False, False
+        await self.wait_revision(stored.revision)
         log.info(
-            "worker %s %s: %s:%d",
+            "worker %s %s: %s:%d (revision %d)",
             worker.id,
-            "replaced" if old else "added",
+            "added" if stored.created else "replaced",
             worker.host,
             worker.port,
+            stored.revision,
         )
-        self._notify()
-        return old is None, True
+        return stored.created, True
 
     async def delete(self, worker_id: str) -> bool:
-        async with self._lock:
-            if worker_id in self.static:
-                raise Conflict(f"worker {worker_id} is defined in the config file; remove it there")
-            if worker_id not in self.dynamic:
-                return False
-            await asyncio.to_thread(self.backend.delete, worker_id)
-            del self.dynamic[worker_id]
-        log.info("worker %s removed", worker_id)
-        self._notify()
+        if worker_id in self.static:
+            raise Conflict(f"worker {worker_id} is defined in the config file; remove it there")
+        revision = await self.backend.delete(worker_id)
+        if revision is None:
+            return False
+        await self.wait_revision(revision)
+        log.info("worker %s removed (revision %d)", worker_id, revision)
         return True
 
     def _notify(self) -> None:
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the view from following
+                log.exception("registry listener %r failed", listener)

@@ -44,7 +44,10 @@ def test_added_worker_becomes_routable_without_touching_envoy(envoy_host, front_
 def test_registry_survives_a_daemon_restart(xds_host, front_door, api_token, w3_registered):
     assert not w3_registered.get("failed"), w3_registered
     assert wait_for_backend(front_door, "/worker/w3/", "w3") == "w3"
-    assert '"w3"' in xds_host.file("/var/lib/dhxds/workers.json").content_string
+    export = (
+        "runuser -u dhxds -- /opt/dhxds/venv/bin/dhxds state export --config /etc/dhxds/config.yml"
+    )
+    assert '"w3"' in xds_host.check_output(export)
     assert xds_host.run("systemctl restart dhxds").rc == 0
     headers = {"Authorization": f"Bearer {api_token}"}
     listed = requests.get(f"{XDS_API}/v1/workers/w3", headers=headers, timeout=10)

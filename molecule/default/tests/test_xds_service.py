@@ -39,7 +39,7 @@ def test_config_holds_the_contract_keys(host):
         "0.0.0.0:8124",
         "127.0.0.1:8125",
         TOKEN_FILE,
-        "/var/lib/dhxds/workers.json",
+        "/var/lib/dhxds/workers.db",
         "rds_config",
         "8123",
         "upstream_protocol: http1",  # Deephaven's web_api_service speaks HTTP/1.1

@@ -88,7 +88,7 @@ BAD_REQUESTS = [
 def test_bad_requests_change_nothing(daemon):
     """One daemon takes every bad request in turn (the unit tests cover more cases)."""
     daemon.put_worker("keep", 9000)
-    before = daemon.state_path.read_bytes()
+    before = daemon.stored()
     for method, path, body, status, message in BAD_REQUESTS:
         kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
         resp = requests.request(
@@ -101,7 +101,7 @@ def test_bad_requests_change_nothing(daemon):
         assert resp.status_code == status, (path, resp.text)
         assert resp.headers["Content-Type"].startswith("application/json"), (path, resp.text)
         assert message in resp.json()["error"], (path, resp.text)
-        assert daemon.state_path.read_bytes() == before
+        assert daemon.stored() == before
         assert [w["id"] for w in daemon.call("GET", "/v1/workers").json()["workers"]] == ["keep"]
         assert requests.get(daemon.api + "/healthz", timeout=5).status_code == 200
 

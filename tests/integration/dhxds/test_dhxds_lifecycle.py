@@ -33,6 +33,7 @@ def test_corrupt_state_file_stops_startup_and_is_left_alone(tmp_path, web_api_po
     assert result.returncode == 1
     assert "worker #0: missing required field(s) in worker: host, port" in result.stderr
     assert daemon.state_path.read_text().startswith('{"format": "dhxds-workers/1"')
+    assert not daemon.db_path.exists()  # nothing imported: the next start tries again
 
 
 def test_bad_config_is_explained(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from dhops_testkit import ENVOY_MAIN, wait_for
 
@@ -24,8 +22,9 @@ def test_kill9_and_restart_loses_nothing(backends, daemon, start_envoy, mode):
         assert envoy.backend_of("/worker/w2/b") == "w2"
         assert envoy.backend_of("/elsewhere") == "web_api_service"
 
-    stored = json.loads(daemon.state_path.read_text())
-    assert [w["id"] for w in stored["workers"]] == ["w1", "w2"]
+    # Every acknowledged write is in the database the killed daemon left behind.
+    _revision, stored = daemon.stored()
+    assert {k: v["port"] for k, v in stored.items()} == {"w1": ports["w1"], "w2": ports["w2"]}
 
     daemon.start()
     listed = daemon.call("GET", "/v1/workers").json()["workers"]

@@ -6,10 +6,12 @@ Everything binds to 127.0.0.1 on ephemeral ports; every process is stopped by it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -165,6 +167,19 @@ class Daemon:
         self.config_path.write_text(json.dumps(config))  # JSON is YAML
         self.log_path = workdir / "dhxds.log"
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite registry: state.path names workers.json, which is imported into the
+        workers.db next to it on the first start."""
+        return self.state_path.with_suffix(".db")
+
+    def stored(self) -> tuple[int, dict[str, dict]]:
+        """(revision, {id: stored worker}) read from the registry database itself."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as db:
+            revision = db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+            rows = db.execute("SELECT id, data FROM workers ORDER BY id").fetchall()
+        return int(revision), {worker_id: json.loads(data) for worker_id, data in rows}
 
     @property
     def api(self) -> str:

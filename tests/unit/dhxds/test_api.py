@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from dhxds.api import Api
 from dhxds.metrics import Metrics
 from dhxds.model import Upstream, Worker
-from dhxds.registry import JsonFileBackend, Registry
+from dhxds.registry import Registry, SqliteBackend
 from fake_xds import FakeXds, real_xds
 
 TOKEN = "t0ken"
@@ -22,15 +23,18 @@ def run_api(tmp_path, scenario, metrics_require_token=True, xds=None):
 
     async def main():
         registry = Registry(
-            JsonFileBackend(tmp_path / "workers.json"), Upstream("127.0.0.1", 8123), "rds", [STATIC]
+            SqliteBackend(tmp_path / "workers.db"), Upstream("127.0.0.1", 8123), "rds", [STATIC]
         )
-        registry.load()
+        await registry.start()
         changes: list[int] = []
         registry.on_change(lambda: changes.append(1))
         api = Api(registry, Metrics(), TOKEN, xds or real_xds(registry), metrics_require_token)
         api.ready = True
-        async with TestClient(TestServer(api.app())) as client:
-            await scenario(client, registry, changes)
+        try:
+            async with TestClient(TestServer(api.app())) as client:
+                await scenario(client, registry, changes)
+        finally:
+            await registry.stop()
 
     asyncio.run(main())
 
@@ -147,14 +151,14 @@ BAD = [
 def test_bad_requests_are_refused_and_change_nothing(tmp_path, method, path, body, status, message):
     async def scenario(client, registry, changes):
         await client.put("/v1/workers/keep", json={"host": "h", "port": 1}, headers=AUTH)
-        state_before = (tmp_path / "workers.json").read_bytes()
+        state_before = (registry.revision, await registry.backend.load())
         kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
         resp = await client.request(method, path, headers=AUTH, **kwargs)
         assert resp.status == status
         payload = await resp.json()
         assert message in payload["error"]
         assert set(registry.workers()) == {"keep", "s1"}
-        assert (tmp_path / "workers.json").read_bytes() == state_before
+        assert (registry.revision, await registry.backend.load()) == state_before
         assert len(changes) == 1
 
     run_api(tmp_path, scenario)
@@ -324,19 +328,24 @@ def test_openapi_needs_no_token(tmp_path):
 
 
 def test_healthz_shows_a_degraded_registry(tmp_path):
-    path = tmp_path / "workers.json"
-    JsonFileBackend(path).put(Worker.from_dict({"host": "h", "port": 1}, worker_id="w1"))
-    path.write_text('{"format": "dhxds-workers/1", "workers": {}}')
+    path = tmp_path / "workers.db"
+    backend = SqliteBackend(path)
+    for worker_id in ("w1", "w2"):
+        body = {"host": "h", "port": 1}
+        asyncio.run(backend.put(Worker.from_dict(body, worker_id=worker_id)))
+    asyncio.run(backend.close())
+    with sqlite3.connect(path) as db:  # a hand edit that breaks one row
+        db.execute("UPDATE workers SET data = '{\"host\": \"bad host\"}' WHERE id = 'w1'")
 
     async def scenario(client, registry, changes):
         health = await (await client.get("/healthz")).json()
-        assert health["status"] == "degraded" and health["workers"] == 2
-        assert "'workers' must be a list" in health["reason"]
-        assert "workers.json.last-good" in health["reason"]
+        assert health["status"] == "degraded" and health["workers"] == 2  # w2 and static s1
+        assert "1 stored worker(s) are invalid and not served" in health["reason"]
+        assert f"{path}" in health["reason"] and "w1" in health["reason"]
         metrics = await (await client.get("/metrics", headers=AUTH)).text()
         assert "dhxds_state_degraded 1.0" in metrics
-        # The next successful write makes the main file good again.
-        await client.put("/v1/workers/w2", json={"host": "h", "port": 2}, headers=AUTH)
+        # Registering the broken worker again repairs it.
+        await client.put("/v1/workers/w1", json={"host": "h", "port": 2}, headers=AUTH)
         health = await (await client.get("/healthz")).json()
         assert health == {"status": "ok", "workers": 3}
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from dhxds.api import Api
 from dhxds.metrics import Metrics
 from dhxds.model import Upstream
-from dhxds.registry import JsonFileBackend, Registry
+from dhxds.registry import Registry, SqliteBackend
 from fake_xds import FakeXds
 
 from dhxds import cli
@@ -25,8 +25,8 @@ def api_url(tmp_path, monkeypatch):
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    registry = Registry(JsonFileBackend(tmp_path / "w.json"), Upstream("127.0.0.1", 1), "rds")
-    registry.load()
+    registry = Registry(SqliteBackend(tmp_path / "w.db"), Upstream("127.0.0.1", 1), "rds")
+    asyncio.run_coroutine_threadsafe(registry.start(), loop).result(10)
     api = Api(registry, Metrics(), TOKEN, FakeXds({"w1": 0.05}))
     api.ready = True
 
@@ -44,6 +44,7 @@ def api_url(tmp_path, monkeypatch):
     monkeypatch.setenv("DHXDS_TOKEN_FILE", str(token_file))
     yield f"http://127.0.0.1:{port}"
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(registry.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 

@@ -10,7 +10,7 @@ from dhxds.api import WAIT_TIMEOUT_DEFAULT, WAIT_TIMEOUT_MAX, Api
 from dhxds.metrics import Metrics
 from dhxds.model import WORKER_ID_PATTERN, Upstream
 from dhxds.openapi import spec
-from dhxds.registry import JsonFileBackend, Registry
+from dhxds.registry import Registry, SqliteBackend
 from fake_xds import FakeXds, real_xds
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
@@ -19,7 +19,7 @@ METHODS = {"get", "put", "post", "delete", "patch"}
 
 
 def _app(tmp_path):
-    registry = Registry(JsonFileBackend(tmp_path / "w.json"), Upstream("127.0.0.1", 1), "rds")
+    registry = Registry(SqliteBackend(tmp_path / "w.db"), Upstream("127.0.0.1", 1), "rds")
     return Api(registry, Metrics(), "t", real_xds(registry)).app()
 
 
