@@ -133,7 +133,7 @@ class _Galaxy(http.server.BaseHTTPRequestHandler):
             return self._json({"available_versions": {"v3": "v3/"}})
         if path.startswith("/download/"):
             for versions in self.artifacts.values():
-                for artifact, _, _ in versions.values():
+                for artifact, *_rest in versions.values():
                     if artifact.name == path.rsplit("/", 1)[1]:
                         data = artifact.read_bytes()
                         self.send_response(200)
@@ -324,7 +324,7 @@ PLAYBOOK = """
 
 @pytest.mark.parametrize("other_key", [False, True], ids=["matching-pair", "mismatched-pair"])
 def test_roles_run_from_the_installed_collection(installed, tmp_path, other_key):
-    _, env, _, _ = installed
+    env = installed[1]
     cert, key = _pem_pair(tmp_path, other_key)
     prop = tmp_path / "iris-environment.prop"
     prop.write_text("# Deephaven\nfoo=bar\n")

@@ -421,7 +421,7 @@ class SqliteBackend(RegistryBackend):
             if not changes:
                 return None
             # Rows whose prefix moves go first, so a swap of prefixes never meets UNIQUE.
-            db.executemany("DELETE FROM workers WHERE id = ?", [(i,) for i, _ in changes])
+            db.executemany("DELETE FROM workers WHERE id = ?", [(change[0],) for change in changes])
             return self._write(db, changes)
 
         if db is None:

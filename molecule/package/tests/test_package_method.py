@@ -27,7 +27,7 @@ def run_role(entry_point="main", extra_vars=None):
 def installed(host) -> tuple[str, str]:
     """(version string, selection status) of the envoy package."""
     out = host.check_output("dpkg-query --show --showformat='${Version} ${Status}' envoy")
-    version, _, status = out.partition(" ")
+    version, _sep, status = out.partition(" ")
     return version, status
 
 

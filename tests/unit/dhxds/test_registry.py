@@ -92,7 +92,7 @@ def test_watch_delivers_every_change_once_in_order_to_every_watcher(tmp_path):
     async def main():
         backend = SqliteBackend(tmp_path / "workers.db")
         await backend.put(worker("w0"))
-        watchers = [asyncio.create_task(collect(backend, 1, 40)) for _ in range(2)]
+        watchers = [asyncio.create_task(collect(backend, 1, 40)) for _watcher in range(2)]
         late = asyncio.create_task(collect(backend, 0, 41))
         expected = []
         for i in range(20):

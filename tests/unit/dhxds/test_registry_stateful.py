@@ -155,7 +155,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
             # The watcher saw every revision once, in order, and replays to the model.
             async def settle():
-                for _ in range(200):
+                for _attempt in range(200):
                     if not self.revision or (self.seen and self.seen[-1].revision == self.revision):
                         return
                     await asyncio.sleep(0.01)
