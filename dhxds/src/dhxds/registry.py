@@ -40,6 +40,10 @@ class Conflict(Exception):
     """The change contradicts the registry (static worker, duplicate envoy_prefix)."""
 
 
+class Unavailable(RegistryError):
+    """The backend cannot be reached (etcd: no member answers); the API answers 503."""
+
+
 class Compacted(RegistryError):
     """The watch cannot resume after this revision (its changes were compacted away):
     re-list with load() and watch again from the revision it returns."""
