@@ -408,6 +408,9 @@ class EtcdBackend(RegistryBackend):
         call = endpoint.watch.Watch(outgoing(), metadata=REQUIRE_LEADER)
         try:
             async for resp in call:
+                if self._problem:  # etcd answers again (the watch's created response)
+                    log.warning("etcd answers again (%s); no longer degraded", endpoint.url)
+                    self._problem = None
                 if resp.compact_revision:
                     raise Compacted(
                         f"{self.location}: etcd compacted revisions up to "
