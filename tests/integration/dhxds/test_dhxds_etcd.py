@@ -6,6 +6,9 @@ members down and back). Figures are printed (pytest -s) for the issue's closing 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -154,3 +157,30 @@ def test_etcd_faults_one_member_then_all(etcd, replicas, envoys, backends):
         ids = {w["id"] for w in daemon.call("GET", "/v1/workers").json()["workers"]}
         assert ids == acknowledged, (ids, acknowledged)
     wait_for(lambda: same_versions(a, b), 20, "the same versions on A and B")
+
+
+def test_a_replica_started_before_etcd_serves_nothing_until_its_first_load(tmp_path, web_api_port):
+    """No xDS and no API before the first successful load; the daemon waits (and logs why)
+    instead of exiting, and serves as soon as etcd answers."""
+    etcd = EtcdCluster(tmp_path / "etcd")
+    state = {"backend": "etcd", "etcd": {"endpoints": etcd.endpoints}}
+    daemon = Daemon(tmp_path / "a", web_api_port, extra={"state": state})
+    log = daemon.log_path.open("ab")
+    daemon.proc = subprocess.Popen(
+        [sys.executable, "-m", "dhxds", "serve", "--config", str(daemon.config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "registry not reachable yet" in daemon.log(), 30, "the waiting log")
+        assert daemon.proc.poll() is None
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", daemon.xds_port)) != 0  # no xDS yet
+        started = time.monotonic()
+        etcd.start()
+        wait_for(daemon._healthy, 30, "dhxds healthy once etcd is up")
+        print(f"\nserving {time.monotonic() - started:.2f}s after etcd was started")
+        daemon.put_worker("w1", 9)
+    finally:
+        daemon.stop()
+        etcd.stop()
