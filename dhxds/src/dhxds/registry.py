@@ -721,4 +721,7 @@ class Registry:
 
     def _notify(self) -> None:
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the view from following
+                log.exception("registry listener %r failed", listener)

@@ -12,6 +12,7 @@ def test_defaults_match_the_contract():
     assert (config.xds_listen, config.api_listen) == ("127.0.0.1:8124", "127.0.0.1:8125")
     assert config.route_config_name == "rds_config"
     assert (config.web_api_service.host, config.web_api_service.port) == ("127.0.0.1", 8123)
+    assert (config.state_path, config.state_backend) == ("/var/lib/dhxds/workers.db", "sqlite")
 
 
 def test_full_config(tmp_path):
@@ -20,7 +21,7 @@ def test_full_config(tmp_path):
         """
 xds: {listen: "0.0.0.0:9124"}
 api: {listen: "[::1]:9125", token_file: /run/token, metrics_require_token: false}
-state: {path: /tmp/w.json}
+state: {path: /tmp/w.json, backend: sqlite}
 route_config_name: routes
 web_api_service: {host: dh.example, port: 8443, tls: true}
 static_workers:
@@ -33,6 +34,7 @@ log_level: debug
     assert config.web_api_service.tls and config.log_level == "DEBUG"
     assert [(w.id, w.static) for w in config.static_workers] == [("s1", True)]
     assert config.metrics_require_token is False
+    assert config.state_path == "/tmp/w.json"  # the registry is /tmp/w.db, w.json is imported
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,7 @@ log_level: debug
         ),
         ({"log_level": "loud"}, "log_level must be one of"),
         ({"state": "x"}, "state must be a mapping"),
+        ({"state": {"backend": "file"}}, "state.backend must be one of sqlite, not 'file'"),
         ([1], "must be a YAML mapping"),
     ],
 )

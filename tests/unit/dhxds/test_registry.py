@@ -466,3 +466,25 @@ def test_state_import_of_a_bad_file_changes_nothing(tmp_path, capsys):
 def test_state_export_without_a_database_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["state", "export", "--config", _config(tmp_path)]) == 2
     assert f"there is no registry database {tmp_path / 'workers.db'}" in capsys.readouterr().err
+
+
+def test_a_failing_listener_does_not_stop_the_view(tmp_path, caplog):
+    async def main():
+        registry = Registry(SqliteBackend(tmp_path / "workers.db"), WEB, "rds")
+        await registry.start()
+        calls = []
+
+        def broken():
+            calls.append(1)
+            raise RuntimeError("bug")
+
+        registry.on_change(broken)
+        assert await registry.put(worker("w1")) == (True, True)
+        assert await registry.put(worker("w2")) == (True, True)
+        assert set(registry.workers()) == {"w1", "w2"} and len(calls) == 2
+        assert registry.degraded is None
+        await registry.stop()
+
+    with caplog.at_level("ERROR"):
+        run(main())
+    assert "registry listener" in caplog.text and "RuntimeError: bug" in caplog.text
