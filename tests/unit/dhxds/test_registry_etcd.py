@@ -14,6 +14,8 @@ from dhxds.config import ConfigError, EtcdSettings, parse_config
 from dhxds.etcd_backend import EtcdBackend
 from dhxds.model import Upstream, Worker
 from dhxds.registry import Compacted, Conflict, Registry, Stored, Unavailable
+from hypothesis import settings
+from test_registry_stateful import RegistryMachine
 
 WEB = Upstream("127.0.0.1", 8123)
 _prefixes = itertools.count()
@@ -24,11 +26,11 @@ if etcd_binary() is None:
     pytest.skip("etcd is not installed: apt-get install -y etcd-server", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    etcd = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
-    yield etcd
-    etcd.stop()
+@pytest.fixture
+def cluster():
+    """The module's cluster (setup_module): unittest-style state machines need it too."""
+    assert _STATEFUL is not None
+    return _STATEFUL
 
 
 def backend(cluster, prefix: str | None = None) -> EtcdBackend:
@@ -249,3 +251,39 @@ def test_etcd_config_parses():
     )
     with pytest.raises(ConfigError, match="not etcd"):
         parse_config({"state": {"etcd": {"endpoints": ["http://a:1"]}}})
+
+
+# --- the registry state machine (test_registry_stateful.py) on etcd ---------------------------
+class EtcdRegistryMachine(RegistryMachine):
+    """The same rules and checks, with every connection an EtcdBackend on one key prefix of
+    the real cluster (a new prefix per example). Revisions are etcd's: the machine counts from
+    the revision at its start (nothing else writes to this cluster meanwhile)."""
+
+    def new_backend(self):
+        if not hasattr(self, "prefix"):
+            self.prefix = f"/stateful{next(_prefixes)}-{os.getpid()}/"
+        return EtcdBackend(EtcdSettings(tuple(_STATEFUL.endpoints), self.prefix))
+
+
+_STATEFUL: EtcdCluster | None = None
+
+
+def setup_module(module):
+    global _STATEFUL
+    import tempfile
+    from pathlib import Path
+
+    module._tmp = tempfile.TemporaryDirectory()
+    _STATEFUL = EtcdCluster(Path(module._tmp.name)).start()
+
+
+def teardown_module(module):
+    if _STATEFUL is not None:
+        _STATEFUL.stop()
+    module._tmp.cleanup()
+
+
+EtcdRegistryMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=25, deadline=None
+)
+TestEtcdRegistry = EtcdRegistryMachine.TestCase
