@@ -421,6 +421,8 @@ class EtcdBackend(RegistryBackend):
                         f"{self.location}: etcd {endpoint.url} canceled the watch: "
                         f"{resp.cancel_reason or 'no reason given'}"
                     )
+                if resp.created:
+                    yield []  # established: the Registry clears its watch problem
                 batch = []
                 for event in resp.events:
                     kv = event.kv
