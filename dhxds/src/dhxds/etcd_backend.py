@@ -300,10 +300,13 @@ class EtcdBackend(RegistryBackend):
 
     async def delete(self, worker_id: str) -> int | None:
         key = self._worker_key(worker_id)
+        tried = False
         for _attempt in range(MAX_ATTEMPTS):
             resp = await self._range(key)
             if not resp.kvs:
-                return None
+                # Gone after an attempt of ours (an ambiguous failure, or another replica
+                # deleted it meanwhile): removed, as far as this caller can tell.
+                return resp.header.revision if tried else None
             kv = resp.kvs[0]
             success = [self._del(key)]
             try:
@@ -327,6 +330,7 @@ class EtcdBackend(RegistryBackend):
                         )
                     )
                 )
+            tried = True
             txn = await self._txn(
                 [self._mod_equals(key, kv.mod_revision)], success, f"remove worker {worker_id}"
             )
