@@ -4,9 +4,12 @@ SIGKILL and restarted on their data dir (they rejoin); everything is stopped by 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -21,9 +24,85 @@ def etcd_binary() -> str | None:
     return ETCD if Path(ETCD).exists() else shutil.which("etcd")
 
 
+@dataclass(frozen=True)
+class Pki:
+    """A test CA with a server certificate (127.0.0.1) and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_pki(workdir: Path) -> Pki:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey):
+        cert_path, key_path = workdir / f"{stem}.pem", workdir / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("dhops test etcd CA"))
+        .issuer_name(name("dhops test etcd CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, _ = write("ca", ca, ca_key)
+
+    def leaf(cn: str, usage) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return write(cn, cert, key)
+
+    server = leaf("server", ExtendedKeyUsageOID.SERVER_AUTH)
+    client = leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    return Pki(ca_path, *server, *client)
+
+
 class Member:
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, scheme: str = "http") -> None:
         self.name = name
+        self.scheme = scheme
         self.client_port = free_port()
         self.peer_port = free_port()
         self.data_dir = workdir / f"{name}.data"
@@ -32,7 +111,7 @@ class Member:
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        return f"{self.scheme}://{HOST}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -42,9 +121,12 @@ class Member:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def healthy(self) -> bool:
+    def healthy(self, pki: Pki | None = None) -> bool:
+        tls = {}
+        if pki is not None:
+            tls = {"verify": str(pki.ca), "cert": (str(pki.client_cert), str(pki.client_key))}
         try:
-            resp = requests.get(f"{self.client_url}/health", timeout=1)
+            resp = requests.get(f"{self.client_url}/health", timeout=1, **tls)
         except requests.RequestException:
             return False
         return resp.status_code == 200 and resp.json().get("health") == "true"
@@ -54,16 +136,19 @@ class Member:
 
 
 class EtcdCluster:
-    """`EtcdCluster(tmp_path).start()`; `kill9(i)`, `restart(i)`, `stop()`."""
+    """`EtcdCluster(tmp_path).start()`; `kill9(i)`, `restart(i)`, `stop()`. With `pki`, the
+    client URLs are https and require a client certificate of that CA (peers stay http)."""
 
-    def __init__(self, workdir: Path, members: int = 3) -> None:
+    def __init__(self, workdir: Path, members: int = 3, pki: Pki | None = None) -> None:
         binary = etcd_binary()
         if binary is None:
             raise RuntimeError("etcd is not installed: apt-get install -y etcd-server")
         self.binary = binary
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.members = [Member(f"m{i}", workdir) for i in range(members)]
+        self.pki = pki
+        scheme = "https" if pki else "http"
+        self.members = [Member(f"m{i}", workdir, scheme) for i in range(members)]
         self.token = f"dhops-{self.members[0].client_port}"
 
     @property
@@ -87,6 +172,13 @@ class EtcdCluster:
             "--election-timeout=500",
             "--log-level=warn",
         ]
+        if self.pki:
+            args += [
+                f"--cert-file={self.pki.server_cert}",
+                f"--key-file={self.pki.server_key}",
+                f"--trusted-ca-file={self.pki.ca}",
+                "--client-cert-auth",
+            ]
         with member.log_path.open("ab") as log:
             member.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
@@ -105,7 +197,7 @@ class EtcdCluster:
         def check() -> bool:
             if not member.running:
                 raise RuntimeError(f"etcd {member.name} exited: {member.log()}")
-            return member.healthy()
+            return member.healthy(self.pki)
 
         wait_for(check, timeout, f"etcd {member.name} GET /health", interval=0.1)
 

@@ -9,7 +9,7 @@ import itertools
 import os
 
 import pytest
-from dhops_testkit.etcd import EtcdCluster, etcd_binary
+from dhops_testkit.etcd import EtcdCluster, etcd_binary, make_pki
 from dhxds.config import ConfigError, EtcdSettings, parse_config
 from dhxds.etcd_backend import EtcdBackend
 from dhxds.model import Upstream, Worker
@@ -287,3 +287,30 @@ EtcdRegistryMachine.TestCase.settings = settings(
     max_examples=25, stateful_step_count=25, deadline=None
 )
 TestEtcdRegistry = EtcdRegistryMachine.TestCase
+
+
+def test_tls_with_client_certificates(tmp_path):
+    """ca_file, cert_file and key_file reach the gRPC channel: a one-member etcd that
+    requires client certificates of its CA serves the backend; without them it is refused."""
+    pki = make_pki(tmp_path / "pki")
+    etcd = EtcdCluster(tmp_path / "etcd", members=1, pki=pki).start()
+
+    async def main():
+        endpoints = tuple(etcd.endpoints)
+        good = EtcdBackend(
+            EtcdSettings(endpoints, "/tls/", str(pki.ca), str(pki.client_cert), str(pki.client_key))
+        )
+        no_cert = EtcdBackend(EtcdSettings(endpoints, "/tls/", str(pki.ca)))
+        try:
+            stored = await good.put(worker("w1"))
+            assert (await good.load()) == (stored.revision, {"w1": worker("w1")})
+            with pytest.raises(Unavailable):
+                await no_cert.load()
+        finally:
+            await good.close()
+            await no_cert.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        etcd.stop()
