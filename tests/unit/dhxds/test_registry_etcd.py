@@ -314,3 +314,42 @@ def test_tls_with_client_certificates(tmp_path):
         asyncio.run(main())
     finally:
         etcd.stop()
+
+
+def test_state_export_import_on_etcd(cluster, tmp_path, capsys):
+    """`dhxds state export|import` work on the configured backend: etcd too."""
+    import json
+
+    from dhxds import cli
+
+    prefix = f"/cli{next(_prefixes)}-{os.getpid()}/"
+    config = tmp_path / "dhxds.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "state": {
+                    "backend": "etcd",
+                    "etcd": {"endpoints": cluster.endpoints, "prefix": prefix},
+                }
+            }
+        )
+    )
+    backup = tmp_path / "backup.json"
+    backup.write_text(
+        json.dumps(
+            {
+                "format": "dhxds-workers/1",
+                "workers": [
+                    {"id": "w1", "host": "127.0.0.1", "port": 1},
+                    {"id": "w2", "host": "127.0.0.1", "port": 2, "envoy_prefix": "/x"},
+                ],
+            }
+        )
+    )
+    assert cli.main(["state", "import", "--config", str(config), str(backup)]) == 0
+    assert "2 added, 0 replaced, 0 removed" in capsys.readouterr().out
+    assert cli.main(["state", "export", "--config", str(config)]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert [w["id"] for w in exported["workers"]] == ["w1", "w2"]
+    assert cli.main(["state", "import", "--config", str(config), str(backup)]) == 0
+    assert "(nothing changed)" in capsys.readouterr().out
