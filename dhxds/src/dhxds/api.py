@@ -19,7 +19,7 @@ from aiohttp import web
 from . import openapi
 from .metrics import Metrics
 from .model import ValidationError, Worker, validate_worker_id
-from .registry import Conflict, Registry, RegistryError
+from .registry import Conflict, Registry, RegistryError, Unavailable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -183,6 +183,9 @@ class Api:
             created, _changed = await self.registry.put(worker)
         except Conflict as exc:
             return error(409, str(exc))
+        except Unavailable as exc:
+            log.error("%s", exc)
+            return error(503, f"worker not stored, the registry is unavailable: {exc}")
         except RegistryError as exc:
             log.error("%s", exc)
             return error(500, f"worker not stored: {exc}")
@@ -229,6 +232,9 @@ class Api:
             removed = await self.registry.delete(worker_id)
         except Conflict as exc:
             return error(409, str(exc))
+        except Unavailable as exc:
+            log.error("%s", exc)
+            return error(503, f"worker not removed, the registry is unavailable: {exc}")
         except RegistryError as exc:
             log.error("%s", exc)
             return error(500, f"worker not removed: {exc}")

@@ -99,12 +99,14 @@ def _state(args: argparse.Namespace) -> int:
     change within a second)."""
     import asyncio
 
-    from .registry import dump_state, open_backend, read_state_file
+    from .backends import open_state
+    from .registry import dump_state, read_state_file
 
     config = load_config(args.config)
-    backend = open_backend(config.state_path)
-    if args.action == "export" and not backend.path.exists():
-        raise ConfigError(f"there is no registry database {backend.path} (state.path)")
+    backend = open_state(config)  # sqlite (state.path) or etcd (state.etcd)
+    path = getattr(backend, "path", None)
+    if args.action == "export" and path is not None and not path.exists():
+        raise ConfigError(f"there is no registry database {path} (state.path)")
 
     async def run() -> int:
         try:
@@ -119,7 +121,7 @@ def _state(args: argparse.Namespace) -> int:
             removed = len(old.keys() - workers.keys())
             replaced = sum(1 for k in workers.keys() & old.keys() if workers[k] != old[k])
             print(
-                f"imported {len(workers)} worker(s) from {args.file} into {backend.path}: "
+                f"imported {len(workers)} worker(s) from {args.file} into {backend.location}: "
                 f"{added} added, {replaced} replaced, {removed} removed"
                 + (f" (revision {revision})" if revision else " (nothing changed)")
             )

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -15,7 +16,7 @@ from .model import Upstream, ValidationError, Worker, validate_host, validate_po
 SCHEMA: dict[str, set[str] | None] = {
     "xds": {"listen"},
     "api": {"listen", "token_file", "metrics_require_token"},
-    "state": {"path", "backend"},
+    "state": {"path", "backend", "etcd"},
     "route_config_name": None,
     "web_api_service": {"host", "port", "upstream_protocol", "tls", "tls_sni"},
     "static_workers": None,
@@ -26,13 +27,23 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # (what `downstream` picks for browsers on h2) gets 505 and the client 502. Workers keep
 # `downstream` (gRPC over HTTP/2, websockets over HTTP/1.1).
 WEB_API_SERVICE_PROTOCOL = "http1"
+STATE_BACKENDS = ("sqlite", "etcd")
+ETCD_KEYS = {"endpoints", "prefix", "ca_file", "cert_file", "key_file"}
 
 
 class ConfigError(ValueError):
     pass
 
 
-STATE_BACKENDS = ("sqlite",)  # etcd: issue 11
+@dataclass(frozen=True)
+class EtcdSettings:
+    """`state.etcd`: where the shared registry lives (docs/registry.md)."""
+
+    endpoints: tuple[str, ...]
+    prefix: str = "/dhxds/"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class Config:
     metrics_require_token: bool = True
     state_path: str = "/var/lib/dhxds/workers.db"
     state_backend: str = "sqlite"
+    etcd: EtcdSettings | None = None
     route_config_name: str = "rds_config"
     web_api_service: Upstream = field(
         default_factory=lambda: Upstream("127.0.0.1", 8123, WEB_API_SERVICE_PROTOCOL)
@@ -123,6 +135,10 @@ def parse_config(data: object) -> Config:
             f"{values['state_backend']!r} (the JSON file backend was replaced by sqlite: a "
             "state.path ending in .json is imported into the .db next to it)"
         )
+    if values["state_backend"] == "etcd":
+        values["etcd"] = _etcd(state.get("etcd"))
+    elif "etcd" in state:
+        raise ConfigError("state.etcd is set but state.backend is not etcd")
     if values["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if "web_api_service" in data:
@@ -134,6 +150,58 @@ def parse_config(data: object) -> Config:
             raise ConfigError(f"web_api_service: {exc}") from exc
     values["static_workers"] = _static_workers(data.get("static_workers", []))
     return Config(**values)
+
+
+def _etcd(data: object) -> EtcdSettings:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "state.backend etcd needs state.etcd: {endpoints: [http://host:2379, ...]}"
+        )
+    unknown = sorted(set(data) - ETCD_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in state.etcd: {', '.join(map(str, unknown))} "
+            f"(known: {', '.join(sorted(ETCD_KEYS))})"
+        )
+    endpoints = data.get("endpoints")
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    if not isinstance(endpoints, list) or not endpoints:
+        raise ConfigError("state.etcd.endpoints must be a non-empty list of http(s)://host:port")
+    schemes = set()
+    for index, url in enumerate(endpoints):
+        if not isinstance(url, str):
+            raise ConfigError(f"state.etcd.endpoints[{index}] must be a string")
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or port == -1
+        ):
+            raise ConfigError(
+                f"state.etcd.endpoints[{index}] must be http(s)://host:port, got {url!r}"
+            )
+        schemes.add(parts.scheme)
+    if len(endpoints) != len(set(endpoints)):
+        raise ConfigError("state.etcd.endpoints lists an endpoint twice")
+    prefix = data.get("prefix", "/dhxds/")
+    if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.endswith("/"):
+        raise ConfigError(f"state.etcd.prefix must start and end with '/', got {prefix!r}")
+    files: dict[str, str | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = data.get(key)
+        files[key] = None if value is None else _string(value, f"state.etcd.{key}")
+    if bool(files["cert_file"]) != bool(files["key_file"]):
+        raise ConfigError("state.etcd.cert_file and state.etcd.key_file go together")
+    if any(files.values()) and schemes != {"https"}:
+        raise ConfigError("state.etcd TLS files need https:// endpoints (all of them)")
+    return EtcdSettings(tuple(endpoints), prefix, **files)
 
 
 def _static_workers(items: object) -> tuple[Worker, ...]:

@@ -13,11 +13,12 @@ from aiohttp import web
 
 from . import sd_notify
 from .api import Api
+from .backends import open_state
 from .config import Config, read_token, split_listen
 from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
 from .protocol import XdsCore
-from .registry import Registry, open_backend
+from .registry import Registry, Unavailable
 from .resolver import Resolver
 from .resources import RegistryState, is_ip
 from .snapshot import Snapshot, new_encoders
@@ -26,6 +27,7 @@ from .xds_types import V3
 log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 1  # xDS streams never end by themselves; Envoy reconnects
 STARTUP_RESOLVE_S = 5  # how long start-up waits for worker host names to resolve
+START_RETRY_S = 2  # a shared registry (etcd) not reachable yet: no xDS until the first load
 
 
 class Daemon:
@@ -33,7 +35,7 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.registry = Registry(
-            open_backend(config.state_path),
+            open_state(config),
             config.web_api_service,
             config.route_config_name,
             config.static_workers,
@@ -76,7 +78,17 @@ class Daemon:
             self.xds.set_snapshot(self._snapshot(state))
 
     async def run(self) -> None:
-        await self.registry.start()
+        while True:  # serve no xDS before the first successful load; wait, do not exit
+            try:
+                await self.registry.start()
+                break
+            except Unavailable as exc:
+                log.warning(
+                    "registry not reachable yet, serving nothing until it is (retry in %ss): %s",
+                    START_RETRY_S,
+                    exc,
+                )
+                await asyncio.sleep(START_RETRY_S)
         try:
             await self._serve()
         finally:

@@ -125,6 +125,9 @@ _SPEC: dict[str, Any] = {
                     "409": _error("A static worker, or the envoy_prefix is already used"),
                     "413": _error("The body is larger than 64 KiB"),
                     "500": _error("The registry could not store the change (the message says why)"),
+                    "503": _error(
+                        "The registry is unavailable (etcd: no member answers); nothing changed"
+                    ),
                 },
             },
             "delete": {
@@ -137,6 +140,9 @@ _SPEC: dict[str, Any] = {
                     "404": _error("The worker is not registered"),
                     "409": _error("A static worker: change the config file"),
                     "500": _error("The registry could not store the change (the message says why)"),
+                    "503": _error(
+                        "The registry is unavailable (etcd: no member answers); nothing changed"
+                    ),
                 },
             },
         },

@@ -40,6 +40,10 @@ class Conflict(Exception):
     """The change contradicts the registry (static worker, duplicate envoy_prefix)."""
 
 
+class Unavailable(RegistryError):
+    """The backend cannot be reached (etcd: no member answers); the API answers 503."""
+
+
 class Compacted(RegistryError):
     """The watch cannot resume after this revision (its changes were compacted away):
     re-list with load() and watch again from the revision it returns."""
@@ -95,7 +99,8 @@ class RegistryBackend(abc.ABC):
     def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
         """Every change with a revision > after_revision, exactly once, in order, in
         batches (a batch never splits a revision). Raises Compacted when changes after
-        `after_revision` are no longer kept."""
+        `after_revision` are no longer kept. An empty batch says the watch is (re-)established
+        (etcd yields one when its watch is created; the Registry then clears `degraded`)."""
 
     async def close(self) -> None:  # noqa: B027 - optional
         """Release connections and threads."""
@@ -605,7 +610,8 @@ class Registry:
         while True:
             try:
                 async for batch in self.backend.watch(self.revision):
-                    self._apply(batch)
+                    if batch:  # empty: the backend says its watch is (re-)established
+                        self._apply(batch)
                     if self._watch_problem:
                         log.warning("registry watch works again")
                         self._watch_problem = None
@@ -621,6 +627,14 @@ class Registry:
                 self._notify()
             except asyncio.CancelledError:
                 raise
+            except RegistryError as exc:  # the message names the problem (etcd down, ...)
+                problem = f"registry watch failed: {exc}"
+                if problem != self._watch_problem:
+                    log.warning(
+                        "%s; serving the last state, retrying every %ss", problem, WATCH_RETRY_S
+                    )
+                self._watch_problem = problem
+                await asyncio.sleep(WATCH_RETRY_S)
             except Exception as exc:
                 self._watch_problem = f"registry watch failed: {exc}"
                 log.exception("registry watch of %s failed; retrying", self.backend.location)

@@ -52,7 +52,7 @@ log_level: debug
         ),
         ({"log_level": "loud"}, "log_level must be one of"),
         ({"state": "x"}, "state must be a mapping"),
-        ({"state": {"backend": "file"}}, "state.backend must be one of sqlite, not 'file'"),
+        ({"state": {"backend": "file"}}, "state.backend must be one of sqlite, etcd, not 'file'"),
         ([1], "must be a YAML mapping"),
     ],
 )

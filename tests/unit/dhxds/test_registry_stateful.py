@@ -44,20 +44,26 @@ class RegistryMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "workers.db"
         self.loop = asyncio.new_event_loop()
-        backend = SqliteBackend(self.path, synchronous="NORMAL")
-        backend.POLL_S = 0.01  # writes of other connections are seen by polling
+        backend = self.new_backend()
         self.registry = Registry(backend, Upstream("127.0.0.1", 1), "rds", [STATIC])
         self.run(self.registry.start())
         self.model: dict[str, Worker] = {}
-        self.revision = 0
+        self.base = self.registry.revision  # 0 for a new SQLite file; etcd's revision now
+        self.revision = 0  # changes made by this machine
         self.seen: list = []
         self.watcher = self.loop.create_task(self._watch(backend))
+
+    def new_backend(self):
+        """Another connection to the same registry (a replica)."""
+        backend = SqliteBackend(self.path, synchronous="NORMAL")
+        backend.POLL_S = 0.01  # writes of other connections are seen by polling
+        return backend
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
 
-    async def _watch(self, backend: SqliteBackend) -> None:
-        async for batch in backend.watch(0):
+    async def _watch(self, backend) -> None:
+        async for batch in backend.watch(self.base):
             self.seen.extend(batch)
 
     def served(self) -> dict[str, Worker]:
@@ -102,7 +108,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def write_by_another_replica(self, worker_id, prefix, port):
         """Straight into the backend: the view learns it from the watch only."""
         worker = make(worker_id, prefix, port)
-        other = SqliteBackend(self.path, synchronous="NORMAL")
+        other = self.new_backend()
         try:
             owner = next(
                 (k for k, w in self.model.items() if w.envoy_prefix == prefix and k != worker_id),
@@ -140,12 +146,12 @@ class RegistryMachine(RuleBasedStateMachine):
         if revision is not None:
             self.model = dict(target)
             self.revision += 1
-            assert revision == self.revision
+            assert revision == self.base + self.revision
             self.run(self.registry.wait_revision(revision, timeout=5))
 
     @invariant()
     def view_equals_model(self):
-        assert self.registry.revision == self.revision
+        assert self.registry.revision == self.base + self.revision
         assert self.registry.dynamic == self.served()
         assert self.registry.get("s") == STATIC
 
@@ -154,15 +160,17 @@ class RegistryMachine(RuleBasedStateMachine):
             self.run(asyncio.sleep(0))
 
             # The watcher saw every revision once, in order, and replays to the model.
+            last = self.base + self.revision
+
             async def settle():
                 for _attempt in range(200):
-                    if not self.revision or (self.seen and self.seen[-1].revision == self.revision):
+                    if not self.revision or (self.seen and self.seen[-1].revision == last):
                         return
                     await asyncio.sleep(0.01)
 
             self.run(settle())
             revisions = [c.revision for c in self.seen]
-            assert sorted(set(revisions)) == list(range(1, self.revision + 1))
+            assert sorted(set(revisions)) == list(range(self.base + 1, last + 1))
             assert revisions == sorted(revisions)
             replay: dict[str, Worker] = {}
             for change in self.seen:
@@ -172,9 +180,9 @@ class RegistryMachine(RuleBasedStateMachine):
                     replay[change.worker_id] = change.worker
             assert replay == self.model
             # A replica with its own connection converges to the same view.
-            replica = Registry(SqliteBackend(self.path), Upstream("127.0.0.1", 1), "rds", [STATIC])
+            replica = Registry(self.new_backend(), Upstream("127.0.0.1", 1), "rds", [STATIC])
             self.run(replica.start())
-            assert replica.revision == self.revision and replica.dynamic == self.served()
+            assert replica.revision == last and replica.dynamic == self.served()
             self.run(replica.stop())
         finally:
             self.watcher.cancel()
