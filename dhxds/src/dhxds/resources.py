@@ -236,10 +236,40 @@ def worker_routes(worker: Worker) -> rc.VirtualHost:
     return holder
 
 
-def default_route() -> rc.Route:
-    return rc.Route(
+NO_WORKER_MESSAGE = "no worker is registered (or routable yet) for envoy-prefix %REQ(envoy-prefix)%"
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+
+
+def fallback_routes() -> list[rc.Route]:
+    """After every worker's routes: a gRPC call whose envoy-prefix names no worker gets a
+    clear UNAVAILABLE at once (a trailers-only answer), instead of whatever web_api_service
+    makes of a gRPC call; everything else goes to web_api_service."""
+    grpc_to_no_worker = rc.Route(
+        name="no-worker",
+        match=rc.RouteMatch(
+            prefix="/",
+            headers=[
+                rc.HeaderMatcher(name=PREFIX_HEADER, present_match=True),
+                rc.HeaderMatcher(
+                    name="content-type",
+                    string_match=string_pb2.StringMatcher(prefix="application/grpc"),
+                ),
+            ],
+        ),
+        direct_response=rc.DirectResponseAction(status=200),
+        response_headers_to_add=[
+            _header("content-type", "application/grpc"),
+            _header("grpc-status", "14"),
+            _header("grpc-message", NO_WORKER_MESSAGE),
+        ],
+    )
+    default = rc.Route(
         name="default", match=rc.RouteMatch(prefix="/"), route=_action(WEB_API_CLUSTER, None)
     )
+    return [grpc_to_no_worker, default]
 
 
 def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
@@ -256,11 +286,11 @@ def worker_stat_name(worker_id: str) -> str:
 
 
 def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
-    """Worker routes first (first match wins), the catch-all to web_api_service last."""
+    """Worker routes first (first match wins), the fallbacks last."""
     routes: list[rc.Route] = []
     for worker, _hosts in routable_workers(state):
         routes.extend(worker_routes(worker).routes)
-    routes.append(default_route())
+    routes.extend(fallback_routes())
     return route_pb2.RouteConfiguration(
         name=state.route_config_name,
         virtual_hosts=[rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"], routes=routes)],

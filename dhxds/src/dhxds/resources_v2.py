@@ -16,6 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
 from .resources import (
     CONNECT_TIMEOUT_S,
+    NO_WORKER_MESSAGE,
     PREFIX_HEADER,
     VIRTUAL_HOST,
     RegistryState,
@@ -117,10 +118,32 @@ def _worker_route_list(worker: Worker) -> list[rc.Route]:
     ]
 
 
-def default_route() -> rc.Route:
-    return rc.Route(
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+
+
+def fallback_routes() -> list[rc.Route]:
+    """See resources.fallback_routes."""
+    grpc_to_no_worker = rc.Route(
+        name="no-worker",
+        match=rc.RouteMatch(
+            prefix="/",
+            headers=[
+                rc.HeaderMatcher(name=PREFIX_HEADER, present_match=True),
+                rc.HeaderMatcher(name="content-type", prefix_match="application/grpc"),
+            ],
+        ),
+        direct_response=rc.DirectResponseAction(status=200),
+        response_headers_to_add=[
+            _header("content-type", "application/grpc"),
+            _header("grpc-status", "14"),
+            _header("grpc-message", NO_WORKER_MESSAGE),
+        ],
+    )
+    default = rc.Route(
         name="default", match=rc.RouteMatch(prefix="/"), route=_action(WEB_API_CLUSTER, None)
     )
+    return [grpc_to_no_worker, default]
 
 
 def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
@@ -135,7 +158,7 @@ def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
     routes: list[rc.Route] = []
     for worker, _hosts in routable_workers(state):
         routes.extend(_worker_route_list(worker))
-    routes.append(default_route())
+    routes.extend(fallback_routes())
     return route_pb2.RouteConfiguration(
         name=state.route_config_name,
         virtual_hosts=[rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"], routes=routes)],

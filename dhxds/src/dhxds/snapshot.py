@@ -210,12 +210,15 @@ class Encoder:
         # protobuf and avoids re-serialising every route per change.
         parts = list(parts)
         head = self.flavour.virtual_host(name=VIRTUAL_HOST, domains=["*"])
-        default = self.flavour.default_route().SerializeToString(deterministic=True)
+        fallbacks = [
+            _field(_ROUTES_FIELD, route.SerializeToString(deterministic=True))
+            for route in self.flavour.fallback_routes()
+        ]
         vhost = b"".join(
             [
                 head.SerializeToString(deterministic=True),
                 *(p.payload for p in parts),
-                _field(_ROUTES_FIELD, default),
+                *fallbacks,
             ]
         )
         config = self.flavour.route_config(name=name)

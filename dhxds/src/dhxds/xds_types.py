@@ -32,7 +32,7 @@ class Flavour:
     route_type: str
     build_cluster: Callable[..., Any]
     worker_routes: Callable[[Worker], Any]
-    default_route: Callable[[], Any]
+    fallback_routes: Callable[[], list[Any]]
     route_config: type
     virtual_host: type
 
@@ -43,7 +43,7 @@ V3 = Flavour(
     v3.ROUTE_TYPE,
     v3.build_cluster,
     v3.worker_routes,
-    v3.default_route,
+    v3.fallback_routes,
     route_v3.RouteConfiguration,
     rc_v3.VirtualHost,
 )
@@ -53,7 +53,7 @@ V2 = Flavour(
     v2.ROUTE_TYPE,
     v2.build_cluster,
     v2.worker_routes,
-    v2.default_route,
+    v2.fallback_routes,
     route_v2.RouteConfiguration,
     rc_v2.VirtualHost,
 )

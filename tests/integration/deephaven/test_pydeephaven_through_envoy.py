@@ -326,6 +326,8 @@ def test_a_removed_worker_gives_its_client_a_clear_error_not_a_hang(stack):
         cause = raised.value.__cause__
         assert isinstance(cause, grpc.RpcError), raised.value
         assert cause.code() == grpc.StatusCode.UNAVAILABLE, cause
+        assert "no worker is registered" in cause.details(), cause.details()
+        assert "/worker/w3" in cause.details(), cause.details()
         # The worker itself is fine; it is just no longer routed.
         assert requests.get(f"{worker.url}/jsapi/dh-core.js", timeout=30).status_code == 200
 

@@ -71,3 +71,21 @@ def test_grpc_reaches_worker_by_envoy_prefix_header(daemon, start_envoy, grpc_ba
         say = channel.unary_unary("/test.Echo/Say")
         reply = say(b"ping", metadata=[("envoy-prefix", "/worker/g1")], timeout=10)
     assert reply == b"g1:ping"
+
+
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_grpc_to_an_unknown_envoy_prefix_gets_a_clear_unavailable(daemon, start_envoy, version):
+    """A gRPC call whose envoy-prefix names no (routable) worker fails at once with
+    UNAVAILABLE and a message naming the prefix, not with whatever web_api_service answers."""
+    envoy = start_envoy(version, "ads")
+    wait_for(lambda: envoy.backend_of("/") == "web_api_service", 60, "the default route")
+    with grpc.insecure_channel(f"127.0.0.1:{envoy.listen_port}") as channel:
+        say = channel.unary_unary("/test.Echo/Say")
+        with pytest.raises(grpc.RpcError) as failed:
+            say(b"ping", metadata=[("envoy-prefix", "/worker/nope")], timeout=10)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert failed.value.details() == (
+        "no worker is registered (or routable yet) for envoy-prefix /worker/nope"
+    )
+    # Plain HTTP with that header still goes to web_api_service (the routing contract).
+    assert envoy.backend_of("/x", headers={"envoy-prefix": "/worker/nope"}) == "web_api_service"

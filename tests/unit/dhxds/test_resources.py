@@ -66,7 +66,10 @@ def test_unresolved_worker_names_stay_out_of_envoy_and_web_api_names_stay_dns():
         assert list(clusters) == ["web_api_service", "worker_w1"]
         assert clusters["web_api_service"].type == cluster_pb2.Cluster.STRICT_DNS
         routes = module.build_route_config(st).virtual_hosts[0].routes
-        assert {r.route.cluster for r in routes} == {"worker_w1", "web_api_service"}
+        assert {r.route.cluster for r in routes if r.HasField("route")} == {
+            "worker_w1",
+            "web_api_service",
+        }
     snap = Snapshot(st, new_encoders())
     assert snap.unresolved == ("w10",)
     assert set(snap.clusters(V3.cluster_type)) == {"web_api_service", "worker_w1"}
@@ -101,7 +104,15 @@ def test_v3_routes_order_and_matching():
     assert header.match.headers[0].name == "envoy-prefix"
     assert header.match.headers[0].string_match.exact == "/worker/w10"
     assert header.route.prefix_rewrite == ""  # gRPC paths stay as they are
+    # A gRPC call naming no worker gets UNAVAILABLE with a clear message (trailers-only).
+    no_worker = vhost.routes[-2]
+    assert no_worker.name == "no-worker" and no_worker.direct_response.status == 200
+    assert [h.name for h in no_worker.match.headers] == ["envoy-prefix", "content-type"]
+    added = {h.header.key: h.header.value for h in no_worker.response_headers_to_add}
+    assert added["grpc-status"] == "14" and "%REQ(envoy-prefix)%" in added["grpc-message"]
     for route in vhost.routes:
+        if not route.HasField("route"):
+            continue
         action = route.route
         assert action.timeout.ToSeconds() == 0 and action.HasField("timeout")
         assert action.HasField("idle_timeout") and action.idle_timeout.ToSeconds() == 0
