@@ -94,7 +94,7 @@ def test_two_replicas_serve_the_same_versions_and_routes(replicas, envoys, backe
 
 def test_etcd_faults_one_member_then_all(etcd, replicas, envoys, backends):
     a, b = replicas
-    _, envoy_b = envoys
+    envoy_b = envoys[1]
     a.put_worker("w1", backends.start("w1"))
     wait_for(lambda: envoy_b.backend_of("/worker/w1/") == "w1", 20, "w1 via B")
     acknowledged = {"w1"}

@@ -71,7 +71,7 @@ def make_pki(workdir: Path) -> Pki:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    ca_path, _ = write("ca", ca, ca_key)
+    ca_path = write("ca", ca, ca_key)[0]
 
     def leaf(cn: str, usage) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -104,7 +104,7 @@ def test_watch_delivers_every_change_once_in_order_and_replace_all_is_one_revisi
     async def main():
         writer, reader = backend(cluster), None
         try:
-            start, _ = await writer.load()
+            start = (await writer.load())[0]
             reader = EtcdBackend(writer.settings)
             expected = []
             for i in range(10):
@@ -155,7 +155,7 @@ def test_two_replicas_racing_for_one_envoy_prefix_never_both_win(cluster):
                 assert ok.count(True) == 1, results
                 assert isinstance(results[ok.index(False)], Conflict)
                 wins["a" if ok[0] else "b"] += 1
-            _, stored = await a.load()
+            stored = (await a.load())[1]
             assert len(stored) == rounds
             assert len({w.envoy_prefix for w in stored.values()}) == rounds
             return wins
@@ -172,7 +172,7 @@ def test_compacted_history_raises_compacted_and_the_registry_re_lists(cluster):
         b = backend(cluster)
         registry = Registry(EtcdBackend(b.settings), WEB, "rds_config")
         try:
-            start, _ = await b.load()
+            start = (await b.load())[0]
             await b.put(worker("old"))
             await b.put(worker("old2"))
             await b.delete("old")
