@@ -454,7 +454,9 @@ RDS_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 def route_clusters(response) -> set[str]:
     [res] = response.resources
     config = route_pb2.RouteConfiguration.FromString(res.value)
-    return {r.route.cluster for vh in config.virtual_hosts for r in vh.routes}
+    return {
+        r.route.cluster for vh in config.virtual_hosts for r in vh.routes if r.HasField("route")
+    }
 
 
 def open_ads(daemon, node_id: str) -> XdsClient:
