@@ -6,17 +6,22 @@ source "$(dirname "$0")/lib.sh"
 
 image="${1:-$DHOPS_BASE_IMAGE}"
 suite="${2:-${DHOPS_BASE_SUITE:-bookworm}}"
-if docker image inspect "$image" >/dev/null 2>&1; then
-  log "base image $image present, reused"
-  exit 0
-fi
-command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
 
 # What roles and tests need on a target, baked in so converges need no network.
 # debootstrap resolves --include dependencies poorly, so it gets only the core and apt
-# installs the rest inside the rootfs.
+# installs the rest inside the rootfs. python3-packaging: ansible.builtin.pip imports it.
 core=systemd,systemd-sysv,dbus,python3,ca-certificates
-packages=(python3-venv python3-apt python3-cryptography curl iproute2 procps logrotate openssl sudo less)
+packages=(python3-venv python3-packaging python3-apt python3-cryptography curl iproute2 procps logrotate openssl sudo less)
+
+# An image built from an older package list is rebuilt (the tag moves; running containers keep theirs).
+if docker image inspect "$image" >/dev/null 2>&1; then
+  if docker run --rm --network none --entrypoint dpkg-query "$image" -W "${packages[@]}" >/dev/null 2>&1; then
+    log "base image $image present, reused"
+    exit 0
+  fi
+  log "base image $image lacks some of: ${packages[*]}; rebuilding it"
+fi
+command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
 mirror="${DHOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 rootfs="$(mktemp -d /var/tmp/dhops-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT  # the log beside it is kept on failure

@@ -101,11 +101,15 @@ def test_key_and_config_file_modes(host):
     assert (key.user, key.group, key.mode) == ("root", "envoy", 0o640)
     cert = host.file("/etc/envoy/tls/cert.pem")
     assert (cert.user, cert.group, cert.mode) == ("root", "envoy", 0o644)
-    for path in ("/etc/envoy/config.yaml", "/etc/envoy/config.yaml.previous"):
-        f = host.file(path)
-        assert (f.user, f.group, f.mode) == ("root", "envoy", 0o640), path
-    conf_dir = host.file("/etc/envoy")
-    assert (conf_dir.user, conf_dir.group, conf_dir.mode) == ("root", "envoy", 0o750)
+    # Active and previous: symlinks to the activated versions, like /opt/envoy/current.
+    for link, version in (("config.yaml", "1.40.0"), ("config.yaml.previous", "1.36.4")):
+        target = host.file(f"/etc/envoy/{link}").linked_to
+        assert target.startswith(f"/etc/envoy/versions/config-{version}-"), (link, target)
+        f = host.file(target)
+        assert (f.user, f.group, f.mode) == ("root", "envoy", 0o640), target
+    for path in ("/etc/envoy", "/etc/envoy/versions"):
+        conf_dir = host.file(path)
+        assert (conf_dir.user, conf_dir.group, conf_dir.mode) == ("root", "envoy", 0o750), path
 
 
 def test_logs_belong_to_envoy_and_rotate(host):

@@ -111,6 +111,8 @@ def test_stage_activate_rollback_for_the_upgrade_playbook(host, run_role):
     assert "/1.36.4/" in admin_json(host, "/server_info")["version"]
     assert host.file("/opt/envoy/current").linked_to == "/opt/envoy/1.36.4"
     assert host.file("/etc/envoy/.previous-version").content_string.strip() == "1.40.0"
+    assert "/versions/config-1.36.4-" in host.file("/etc/envoy/config.yaml").linked_to
+    assert "/versions/config-1.40.0-" in host.file("/etc/envoy/config.yaml.previous").linked_to
     assert http_status(host, f"{LISTENER}/healthz", "-k") == "200"
 
     rolled_back = run_role("rollback")
@@ -119,7 +121,33 @@ def test_stage_activate_rollback_for_the_upgrade_playbook(host, run_role):
     assert host.file("/opt/envoy/current").linked_to == "/opt/envoy/1.40.0"
     assert host.file("/etc/envoy/.active-version").content_string.strip() == "1.40.0"
     assert host.file("/etc/envoy/.previous-version").content_string.strip() == "1.36.4"
+    assert "/versions/config-1.40.0-" in host.file("/etc/envoy/config.yaml").linked_to
+    assert "/versions/config-1.36.4-" in host.file("/etc/envoy/config.yaml.previous").linked_to
+    assert len(host.file("/etc/envoy/versions").listdir()) == 2
     assert http_status(host, f"{LISTENER}/healthz", "-k") == "200"
+
+
+def test_old_layout_of_regular_config_files_converts_without_a_restart(host, run_role):
+    """Release 0.1.0 kept config.yaml and config.yaml.previous as regular files."""
+    pid, checksum = envoy_pid(host), config_checksum(host)
+    links = {}
+    for name in ("config.yaml", "config.yaml.previous"):
+        path = f"/etc/envoy/{name}"
+        links[name] = host.file(path).linked_to
+        host.check_output(f"cp --remove-destination {links[name]} {path}")
+    host.check_output("rm -r /etc/envoy/versions")
+    assert not host.file("/etc/envoy/config.yaml").is_symlink
+
+    converged = run_role("main")
+    assert converged.returncode == 0, converged.stdout + converged.stderr
+    for name, target in links.items():
+        assert host.file(f"/etc/envoy/{name}").linked_to == target, name
+    assert config_checksum(host) == checksum
+    assert envoy_pid(host) == pid
+
+    again = run_role("main")  # converted once: the next run changes nothing
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "changed=0" in again.stdout, again.stdout
 
 
 def serves_the_deployed_certificate(host) -> bool:
