@@ -60,6 +60,7 @@ options:
       - Scope text of the top-level block to edit, for example C(service.name=web_api_service).
         Surrounding brackets are optional. Omit for the top level.
       - Mutually exclusive with O(scope_path).
+      - An empty or blank O(scope) is refused; omit it to edit the top level.
     type: str
   scope_path:
     description:
@@ -483,6 +484,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    if params["scope"] is not None and not params["scope"].strip():
+        module.fail_json(msg="scope must not be empty: omit scope to edit the top level")
+    if any(not text.strip() for text in params["scope_path"] or []):
+        module.fail_json(msg="scope_path must not contain an empty scope text")
     pairs = requested_pairs(module)
     texts = [params["scope"]] if params["scope"] else list(params["scope_path"] or [])
     if params["backend"] == "dhconfig":

@@ -184,3 +184,14 @@ def test_symlinked_file_is_edited_through_the_link(run_module, tmp_path):
     assert link.is_symlink() and link.resolve() == target
     assert "    k=v\n}" in target.read_text()
     assert open(result.result["backup_file"], "rb").read() == ORIGINAL.encode()
+
+
+def test_an_empty_scope_is_refused_and_nothing_changes(run_module, tmp_path):
+    """scope: "" used to edit the top level silently; omitting scope is how to ask for that."""
+    prop = write(tmp_path / "p.prop", ORIGINAL.encode())
+    for bad in ({"scope": ""}, {"scope": "  "}, {"scope_path": [SCOPE, ""]}):
+        result = run_module(
+            "deephaven_property", {"path": str(prop), "key": "a.b", "value": 1, **bad}
+        )
+        assert result.rc != 0 and "must not" in result.result["msg"], result.result
+    assert prop.read_bytes() == ORIGINAL.encode()
