@@ -3,7 +3,6 @@ the roles run. No Galaxy is reachable here, so a small Galaxy (v3 API) on 127.0.
 dependency collections, packed from the copies the `ansible` PyPI package ships in the venv:
 ansible-galaxy must find them through galaxy.yml's `dependencies` alone."""
 
-import datetime
 import hashlib
 import http.server
 import io
@@ -20,10 +19,7 @@ from typing import ClassVar
 import pytest
 import yaml
 from ansible.module_utils.compat.version import LooseVersion
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from dhops_testkit.tls import self_signed_certificate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SITE_COLLECTIONS = pathlib.Path(sys.prefix).glob("lib/python3*/site-packages/ansible_collections")
@@ -272,34 +268,6 @@ def test_install_pulls_in_the_declared_dependencies(installed):
     assert set(collections) == found
 
 
-def _pem_pair(directory: pathlib.Path, other_key: bool = False) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    if other_key:
-        key = ec.generate_private_key(ec.SECP256R1())
-    cert_path, key_path = directory / "front.crt", directory / "front.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 PLAYBOOK = """
 - name: Roles of the installed collection, with ansible-core alone
   hosts: localhost
@@ -325,7 +293,7 @@ PLAYBOOK = """
 @pytest.mark.parametrize("other_key", [False, True], ids=["matching-pair", "mismatched-pair"])
 def test_roles_run_from_the_installed_collection(installed, tmp_path, other_key):
     env = installed[1]
-    cert, key = _pem_pair(tmp_path, other_key)
+    cert, key = (str(p) for p in self_signed_certificate(tmp_path, other_key=other_key))
     prop = tmp_path / "iris-environment.prop"
     prop.write_text("# Deephaven\nfoo=bar\n")
     playbook = tmp_path / "play.yml"

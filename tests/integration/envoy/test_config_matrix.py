@@ -11,7 +11,6 @@ and vars, are accepted by every Envoy release the harness can fetch.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import pathlib
@@ -20,10 +19,7 @@ import sys
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from dhops_testkit.tls import self_signed_certificate
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "envoy"
@@ -65,38 +61,12 @@ VARIANTS = {
 }
 
 
-def _self_signed(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "envoy.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[tuple[str, str], pathlib.Path]:
     """{(api, variant): rendered file}: one ansible-playbook run with the template module,
     the role's defaults/main.yml and vars/main.yml, as the role's stage entry point renders."""
     work = tmp_path_factory.mktemp("envoy-config")
-    cert, key = _self_signed(work)
+    cert, key = self_signed_certificate(work)
     common = {
         "envoy_tls_cert_path": str(cert),
         "envoy_tls_key_path": str(key),
