@@ -59,11 +59,9 @@ class Outcome:
         return self.data["stats"][host]
 
 
-def ansible_module(
-    tmp_path: Path, module: str, args: dict, check: bool = False, diff: bool = False
-) -> Outcome:
-    """`ansible localhost -m dhops.envoy.<module> -a <json>`, the way a user runs it."""
-    cmd = [
+def _ansible_on_localhost() -> list[str]:
+    """`ansible localhost` over the local connection, with this venv's Python."""
+    return [
         tool("ansible"),
         "localhost",
         "-i",
@@ -72,6 +70,15 @@ def ansible_module(
         "local",
         "-e",
         f"ansible_python_interpreter={sys.executable}",
+    ]
+
+
+def ansible_module(
+    tmp_path: Path, module: str, args: dict, check: bool = False, diff: bool = False
+) -> Outcome:
+    """`ansible localhost -m dhops.envoy.<module> -a <json>`, the way a user runs it."""
+    cmd = [
+        *_ansible_on_localhost(),
         "-m",
         f"dhops.envoy.{module}",
         "-a",
@@ -125,14 +132,7 @@ def ansible_template(tmp_path: Path, src: Path, dest: Path, variables: dict) -> 
     extra = tmp_path / "template-vars.json"
     extra.write_text(json.dumps(variables))
     cmd = [
-        tool("ansible"),
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
+        *_ansible_on_localhost(),
         "-e",
         f"@{extra}",
         "-m",

@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from .base import HOST, free_port, stop_process, wait_for
+from .tls import write_pem_pair
 
 ETCD = "/usr/bin/etcd"
 
@@ -37,7 +38,7 @@ class Pki:
 
 def make_pki(workdir: Path) -> Pki:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -48,16 +49,7 @@ def make_pki(workdir: Path) -> Pki:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey):
-        cert_path, key_path = workdir / f"{stem}.pem", workdir / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_path, key_path
+        return write_pem_pair(cert, key, workdir / f"{stem}.pem", workdir / f"{stem}.key")
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (

@@ -42,7 +42,13 @@ def self_signed_certificate(
     )
     if other_key:
         key = ec.generate_private_key(ec.SECP256R1())
-    cert_path, key_path = workdir / "envoy-cert.pem", workdir / "envoy-key.pem"
+    return write_pem_pair(cert, key, workdir / "envoy-cert.pem", workdir / "envoy-key.pem")
+
+
+def write_pem_pair(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path
+) -> tuple[Path, Path]:
+    """A certificate and its (unencrypted PKCS#8) key as PEM files."""
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
