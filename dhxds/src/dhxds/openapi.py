@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from . import __version__
-from .model import ENVOY_PREFIX_PATTERN, UPSTREAM_PROTOCOLS, WORKER_ID_PATTERN
+from .model import ENVOY_PREFIX_PATTERN, UPSTREAM_PROTOCOLS, WORKER_FIELDS, WORKER_ID_PATTERN
 
 _JSON = "application/json"
 
@@ -302,16 +302,8 @@ _SPEC: dict[str, Any] = {
             },
             "Worker": {
                 "type": "object",
-                "required": [
-                    "id",
-                    "host",
-                    "port",
-                    "envoy_prefix",
-                    "strip_prefix",
-                    "upstream_protocol",
-                    "tls",
-                    "static",
-                ],
+                # Every stored field but the optional tls_sni, plus `static` (API only).
+                "required": [f for f in WORKER_FIELDS if f != "tls_sni"] + ["static"],
                 "properties": {
                     "id": {"type": "string"},
                     **_WORKER_FIELDS,
