@@ -373,7 +373,7 @@ class XdsCore:
     def pending_nodes(self, worker_id: str) -> list[str]:
         """Node ids whose newest streams have not applied this worker's current cluster and
         route; every node while the worker is not routable at all (an unresolved name)."""
-        routable = any(w.id == worker_id for w in self.snapshot.routable)
+        routable = worker_id in self.snapshot.routable_ids
         name = cluster_name(worker_id)
         pending = []
         for (node_id, _group), cds, rds in self.newest_streams():

@@ -246,8 +246,8 @@ class Snapshot:
         self._routable = routable_workers(state)
         self.routable = tuple(pair[0] for pair in self._routable)
         # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
-        ids = {w.id for w in self.routable}
-        self.unresolved = tuple(w.id for w in state.workers if w.id not in ids)
+        self.routable_ids = frozenset(w.id for w in self.routable)
+        self.unresolved = tuple(w.id for w in state.workers if w.id not in self.routable_ids)
         self._clusters: dict[str, ResourceSet] = {}
         self._worker_routes: dict[str, dict[str, WorkerRoutes]] = {}
         self._route_configs: dict[tuple[str, frozenset[str]], Encoded] = {}
