@@ -20,12 +20,8 @@ from pathlib import Path
 import pytest
 from dhops_testkit import ENVOY_MAIN, HOST, TOKEN, Backends, Daemon, Envoy, run_dhxds, wait_for
 from dhops_testkit.ansible_run import ansible_module
-from dhops_testkit.deephaven import (
-    DeephavenWorker,
-    ensure_prerequisites,
-    self_signed_certificate,
-    start_workers,
-)
+from dhops_testkit.deephaven import DeephavenWorker, ensure_prerequisites, start_workers
+from dhops_testkit.tls import self_signed_certificate
 
 HERE = Path(__file__).resolve().parent
 # w1 and w10: ids where one is a prefix of the other; w3 joins while others stream, then is
