@@ -118,6 +118,8 @@ class Api:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _sep, presented = header.partition(" ")
+        # Bytes that are not UTF-8 (aiohttp keeps them as surrogates) make a wrong token, not a 500.
+        presented = presented.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if not header:
             return error(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         if scheme.lower() != "bearer" or not presented:

@@ -17,16 +17,28 @@ Only loopback traffic: a host name that would be accepted is replaced by `localh
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import requests
 import schemathesis
-from dhops_testkit import HOST, TOKEN, Daemon
+from dhops_testkit import (
+    CDS_TYPE,
+    HOST,
+    RDS_TYPE,
+    TOKEN,
+    Daemon,
+    open_ads,
+    route_clusters,
+    wait_for,
+)
 from dhxds.model import ValidationError, validate_host
+from envoy.config.cluster.v3 import cluster_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -64,20 +76,88 @@ NO_NEGATIVE = {"/healthz", "/openapi.json"}  # no parameters, no security: nothi
 RAW_EXAMPLES = 900
 # Documented rules the OpenAPI patterns do not carry (ids and prefixes without '..').
 UNSCHEMED_RULES = ("without '..'", "'.' or '..' segments")
-AUTH = ["valid", "valid", "valid", "valid", "generated", "none", "wrong", "scheme", "padded"]
+AUTH = [
+    "valid",
+    "valid",
+    "valid",
+    "valid",
+    "generated",
+    "none",
+    "wrong",
+    "scheme",
+    "padded",
+    "latin1",
+]
 
 SCALE = float(os.environ.get("DHOPS_FUZZ_SCALE", "1"))  # < 1: a quicker local run (no minimum)
 sent: Counter = Counter()
 statuses: Counter = Counter()
 
 
+class Observer:
+    """An ADS client that ACKs every response at once, like an Envoy: what the daemon serves.
+
+    Connected, it also makes `wait=routable` really wait (for it)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.client = open_ads(daemon, "fuzz-observer")
+        self.lock = threading.Lock()
+        self.received = 0
+        self.last: dict[str, object] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                resp = self.client.recv(timeout=0.5)
+            except AssertionError:
+                continue
+            with self.lock:
+                self.received += 1
+                self.last[resp.type_url] = resp
+            names = ["rds_config"] if resp.type_url == RDS_TYPE else []
+            self.client.ack(resp, resource_names=names)
+
+    def served(self) -> tuple[int, str, str]:
+        """(responses received, CDS version, RDS version)."""
+        with self.lock:
+            cds, rds = self.last.get(CDS_TYPE), self.last.get(RDS_TYPE)
+            return (
+                self.received,
+                getattr(cds, "version_info", ""),
+                getattr(rds, "version_info", ""),
+            )
+
+    def workers(self) -> tuple[set[str], set[str]] | None:
+        """(worker clusters in the last CDS, worker clusters routed by the last RDS)."""
+        with self.lock:
+            cds, rds = self.last.get(CDS_TYPE), self.last.get(RDS_TYPE)
+        if cds is None or rds is None:
+            return None
+        clusters = {cluster_pb2.Cluster.FromString(r.value).name for r in cds.resources}
+        routed = route_clusters(rds)
+        return (
+            {c for c in clusters if c.startswith("worker_")},
+            {c for c in routed if c.startswith("worker_")},
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close()
+
+
 class Fuzz:
-    """The daemon under test and the registry snapshot taken after the last request."""
+    """The daemon under test, what it serves, and the snapshot taken after the last request."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.session = requests.Session()
+        self.observer = Observer(daemon)
         self.state = self.snapshot()
+        self.settle({}, self.state[1])
 
     def snapshot(self) -> tuple[int, str]:
         resp = self.session.get(
@@ -89,21 +169,51 @@ class Fuzz:
         revision, _stored = self.daemon.stored()
         return revision, resp.text
 
+    def settle(self, before: dict | str, after: str) -> None:
+        """After a change: wait until the observer holds and has ACKed what the daemon now
+        serves (each added or changed worker routable on it, removed ones gone), then note
+        what it holds. Until the next change it must receive nothing new."""
+        old = json.loads(before)["workers"] if isinstance(before, str) else []
+        new = json.loads(after)["workers"]
+        old_by_id = {w["id"]: w for w in old}
+        for worker in new:
+            if old_by_id.get(worker["id"]) != worker:
+                resp = self.daemon.call(
+                    "GET", f"/v1/workers/{worker['id']}?wait=routable&timeout=30"
+                )
+                assert resp.status_code == 200, f"worker {worker['id']} not routable: {resp.text}"
+        expected = {f"worker_{w['id']}" for w in new}
+        wait_for(
+            lambda: self.observer.workers() == (expected, expected), 30, "the observer in sync"
+        )
+        self.served = self.observer.served()
+
     def reset(self) -> None:
         """Make the known workers exist again (the fuzzer may have deleted or changed them)."""
         for worker_id, worker in KNOWN.items():
             resp = self.daemon.call("PUT", f"/v1/workers/{worker_id}", worker)
             assert resp.status_code in (200, 201), resp.text
-        self.state = self.snapshot()
+        state = self.snapshot()
+        if state != self.state:
+            self.settle(self.state[1], state[1])
+        self.state = state
 
     def after(self, status: int, what: str) -> None:
-        """Check the invariant for the request just answered with `status`."""
+        """Check the invariants for the request just answered with `status`."""
         sent[what] += 1
         statuses[status] += 1
         assert status < 500, f"{what}: server error {status}"
         state = self.snapshot()
         if 400 <= status < 500:
             assert state == self.state, f"{what}: rejected with {status} but the registry changed"
+        if state[0] == self.state[0]:
+            # No change in the registry: nothing new served (no push, same versions).
+            served = self.observer.served()
+            assert served == self.served, (
+                f"{what}: {status}, registry unchanged, but served {served} after {self.served}"
+            )
+        else:
+            self.settle(self.state[1], state[1])
         self.state = state
 
 
@@ -111,11 +221,14 @@ class Fuzz:
 def fuzz(tmp_path_factory):
     daemon = Daemon(tmp_path_factory.mktemp("fuzz"), extra={"static_workers": [STATIC]})
     daemon.start()
+    fuzz = None
     try:
         fuzz = Fuzz(daemon)
         fuzz.reset()
         yield fuzz
     finally:
+        if fuzz is not None:
+            fuzz.observer.close()
         daemon.stop()
 
 
@@ -132,6 +245,7 @@ def _authorization(choice: str, generated: str | None) -> str | None:
         "wrong": f"Bearer {TOKEN}x",
         "scheme": f"Basic {TOKEN}",
         "padded": f"bearer  {TOKEN} ",
+        "latin1": f"Bearer {TOKEN}\xff",  # sent as the byte 0xff: not UTF-8
     }[choice]
 
 
@@ -142,7 +256,9 @@ def _loopback_only(body: object) -> None:
             host = validate_host(body["host"])
         except ValidationError:
             return
-        if not host[:1].isdigit() and ":" not in host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
             body["host"] = "localhost"
 
 
