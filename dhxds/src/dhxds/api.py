@@ -22,7 +22,7 @@ from . import openapi
 from .config import ConfigError, read_tokens
 from .metrics import Metrics
 from .model import ValidationError, Worker, validate_worker_id
-from .registry import Conflict, Registry, RegistryError, Unavailable
+from .registry import TTL_NEEDS_ETCD, Conflict, Registry, RegistryError, Unavailable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -252,6 +252,8 @@ class Api:
             return rej.response()
         except ValidationError as exc:
             return error(400, str(exc))
+        if worker.ttl is not None and not self.registry.backend.supports_ttl:
+            return error(400, TTL_NEEDS_ETCD)
         try:
             created, _changed = await self.registry.put(worker)
         except Conflict as exc:

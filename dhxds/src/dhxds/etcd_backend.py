@@ -101,6 +101,7 @@ class _Endpoint:
             self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.kv = etcdrpc.KVStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
+        self.lease = etcdrpc.LeaseStub(self.channel)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -119,6 +120,8 @@ def _encode(worker: Worker) -> bytes:
 
 class EtcdBackend(RegistryBackend):
     """Workers in etcd; see the module docstring and docs/registry.md."""
+
+    supports_ttl = True  # a worker with `ttl`: both of its keys are attached to an etcd lease
 
     def __init__(self, settings: EtcdSettings) -> None:
         if etcdrpc is None:
@@ -208,8 +211,8 @@ class EtcdBackend(RegistryBackend):
         )
 
     @staticmethod
-    def _put(key: bytes, value: bytes) -> Any:
-        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+    def _put(key: bytes, value: bytes, lease: int = 0) -> Any:
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease))
 
     @staticmethod
     def _del(key: bytes) -> Any:
@@ -243,6 +246,57 @@ class EtcdBackend(RegistryBackend):
         stored, owner = (r.response_range.kvs for r in resp.responses)
         return resp.header.revision, stored[0] if stored else None, owner[0] if owner else None
 
+    # --- worker leases (ttl) --------------------------------------------------------------
+    async def _grant(self, ttl: int, worker_id: str) -> int:
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl)
+        resp = await self._call(
+            lambda e: e.lease.LeaseGrant(request, timeout=CALL_TIMEOUT_S),
+            f"grant a lease for worker {worker_id}",
+        )
+        if resp.error:
+            raise RegistryError(f"{self.location}: lease for worker {worker_id}: {resp.error}")
+        return int(resp.ID)
+
+    async def _renew(self, lease: int, worker_id: str) -> bool:
+        """Renew a lease once (LeaseKeepAlive); False when it has expired meanwhile."""
+
+        async def keepalive(endpoint: _Endpoint) -> Any:
+            call = endpoint.lease.LeaseKeepAlive(timeout=CALL_TIMEOUT_S)
+            try:
+                await call.write(etcdrpc.LeaseKeepAliveRequest(ID=lease))
+                return await call.read()
+            finally:
+                call.cancel()
+
+        resp = await self._call(keepalive, f"renew the lease of worker {worker_id}")
+        return resp is not grpc.aio.EOF and resp.TTL > 0
+
+    async def _revoke(self, lease: int) -> None:
+        """Best effort: a lease no key uses any more (it would expire by itself)."""
+        if not lease:
+            return
+        request = etcdrpc.LeaseRevokeRequest(ID=lease)
+        try:
+            await self._call(
+                lambda e: e.lease.LeaseRevoke(request, timeout=CALL_TIMEOUT_S), "revoke a lease"
+            )
+        except RegistryError as exc:  # NOT_FOUND: it expired already
+            log.debug("lease %x not revoked: %s", lease, exc)
+
+    async def _stale_owner(self, owner: Any) -> bool:
+        """A prefixes/<p> key whose worker key is gone (left by an older release or a hand
+        edit) guards nothing: it may be taken over."""
+        resp = await self._range(self._worker_key(owner.value.decode()))
+        if resp.kvs:
+            return False
+        log.warning(
+            "%s: envoy_prefix key %s names worker %s, which is not stored; taking it over",
+            self.location,
+            owner.key.decode(errors="replace"),
+            owner.value.decode(errors="replace"),
+        )
+        return True
+
     # --- the interface -------------------------------------------------------------------
     async def load(self) -> tuple[int, dict[str, Worker]]:
         resp = await self._range(self._workers, prefix_range_end(self._workers))
@@ -258,45 +312,68 @@ class EtcdBackend(RegistryBackend):
         value = _encode(worker)
         created_first: bool | None = None
         tried = False
-        for _attempt in range(MAX_ATTEMPTS):
-            revision, stored, owner = await self._read_pair(worker)
-            if created_first is None:
-                created_first = stored is None
-            if stored is not None and stored.value == value:
-                # A retry after an ambiguous failure may find its own earlier commit.
-                if tried and stored.mod_revision > 0:
-                    return Stored(stored.mod_revision, bool(created_first), True)
-                return Stored(revision, False, False)
-            if owner is not None and owner.value.decode() != worker.id:
-                raise Conflict(
-                    f"envoy_prefix {worker.envoy_prefix} is already used by worker "
-                    f"{owner.value.decode()}"
-                )
-            compare = [
-                self._mod_equals(self._worker_key(worker.id), stored.mod_revision if stored else 0),
-                self._mod_equals(
-                    self._prefix_key(worker.envoy_prefix), owner.mod_revision if owner else 0
-                ),
-            ]
-            success = [
-                self._put(self._worker_key(worker.id), value),
-                self._put(self._prefix_key(worker.envoy_prefix), worker.id.encode()),
-            ]
-            if stored is not None:
-                try:
-                    old_prefix = json.loads(stored.value).get("envoy_prefix")
-                except ValueError:
-                    old_prefix = None
-                if isinstance(old_prefix, str) and old_prefix != worker.envoy_prefix:
-                    success.append(self._del(self._prefix_key(old_prefix)))
-            tried = True
-            resp = await self._txn(compare, success, f"store worker {worker.id}")
-            if resp.succeeded:
-                self._invalid.discard(worker.id)
-                return Stored(resp.header.revision, stored is None, True)
-        raise RegistryError(
-            f"{self.location}: worker {worker.id} not stored: {MAX_ATTEMPTS} concurrent changes"
-        )
+        lease = 0  # granted for this put (ttl), attached to both keys
+        try:
+            for _attempt in range(MAX_ATTEMPTS):
+                revision, stored, owner = await self._read_pair(worker)
+                if created_first is None:
+                    created_first = stored is None
+                if stored is not None and stored.value == value:
+                    if stored.lease and stored.lease == lease:
+                        # A retry after an ambiguous failure found its own commit.
+                        return Stored(stored.mod_revision, bool(created_first), True)
+                    if tried and stored.mod_revision > 0 and not worker.ttl:
+                        return Stored(stored.mod_revision, bool(created_first), True)
+                    if not worker.ttl:
+                        return Stored(revision, False, False)
+                    # The same worker with a ttl: a repeated PUT renews its lease.
+                    if stored.lease and await self._renew(stored.lease, worker.id):
+                        return Stored(revision, False, False)
+                    # No lease on it (stored before) or it just expired: attach a new one.
+                if (
+                    owner is not None
+                    and owner.value.decode() != worker.id
+                    and not await self._stale_owner(owner)
+                ):
+                    raise Conflict(
+                        f"envoy_prefix {worker.envoy_prefix} is already used by worker "
+                        f"{owner.value.decode()}"
+                    )
+                if worker.ttl and not lease:
+                    lease = await self._grant(worker.ttl, worker.id)
+                compare = [
+                    self._mod_equals(
+                        self._worker_key(worker.id), stored.mod_revision if stored else 0
+                    ),
+                    self._mod_equals(
+                        self._prefix_key(worker.envoy_prefix), owner.mod_revision if owner else 0
+                    ),
+                ]
+                success = [
+                    self._put(self._worker_key(worker.id), value, lease),
+                    self._put(self._prefix_key(worker.envoy_prefix), worker.id.encode(), lease),
+                ]
+                if stored is not None:
+                    try:
+                        old_prefix = json.loads(stored.value).get("envoy_prefix")
+                    except ValueError:
+                        old_prefix = None
+                    if isinstance(old_prefix, str) and old_prefix != worker.envoy_prefix:
+                        success.append(self._del(self._prefix_key(old_prefix)))
+                tried = True
+                resp = await self._txn(compare, success, f"store worker {worker.id}")
+                if resp.succeeded:
+                    self._invalid.discard(worker.id)
+                    if stored is not None and stored.lease and stored.lease != lease:
+                        await self._revoke(stored.lease)  # no key of ours is on it any more
+                    lease = 0  # in use: keep it
+                    return Stored(resp.header.revision, stored is None, True)
+            raise RegistryError(
+                f"{self.location}: worker {worker.id} not stored: {MAX_ATTEMPTS} concurrent changes"
+            )
+        finally:
+            if lease:  # granted but not used (Conflict, failure)
+                await self._revoke(lease)
 
     async def delete(self, worker_id: str) -> int | None:
         key = self._worker_key(worker_id)
@@ -336,12 +413,21 @@ class EtcdBackend(RegistryBackend):
             )
             if txn.succeeded:
                 self._invalid.discard(worker_id)
+                await self._revoke(kv.lease)
                 return txn.header.revision
         raise RegistryError(
             f"{self.location}: worker {worker_id} not removed: {MAX_ATTEMPTS} concurrent changes"
         )
 
     async def replace_all(self, workers: dict[str, Worker]) -> int | None:
+        leases: dict[str, int] = {}
+        try:
+            return await self._replace_all(workers, leases)
+        finally:
+            for lease in leases.values():  # granted, not used
+                await self._revoke(lease)
+
+    async def _replace_all(self, workers: dict[str, Worker], leases: dict[str, int]) -> int | None:
         root = self.settings.prefix.encode()
         for _attempt in range(MAX_ATTEMPTS):
             resp = await self._range(root, prefix_range_end(root))
@@ -357,19 +443,23 @@ class EtcdBackend(RegistryBackend):
                 if kv.key.startswith(self._prefixes)
             }
             ops = [self._del(self._worker_key(i)) for i in sorted(stored.keys() - workers.keys())]
-            ops += [
-                self._put(self._worker_key(i), _encode(w))
-                for i, w in sorted(workers.items())
-                if stored.get(i) != _encode(w)
-            ]
-            if not ops:
+            changed = {i: w for i, w in sorted(workers.items()) if stored.get(i) != _encode(w)}
+            if not ops and not changed:
                 return None
+            # A changed worker with a ttl gets a lease of its own for both of its keys.
+            for i, w in changed.items():
+                if w.ttl and i not in leases:
+                    leases[i] = await self._grant(w.ttl, i)
+            ops += [
+                self._put(self._worker_key(i), _encode(w), leases.get(i, 0))
+                for i, w in changed.items()
+            ]
             wanted = {w.envoy_prefix: i for i, w in workers.items()}
             ops += [self._del(self._prefix_key(p)) for p in sorted(prefixes.keys() - wanted.keys())]
             ops += [
-                self._put(self._prefix_key(p), i.encode())
+                self._put(self._prefix_key(p), i.encode(), leases.get(i, 0))
                 for p, i in sorted(wanted.items())
-                if prefixes.get(p) != i
+                if prefixes.get(p) != i or i in changed
             ]
             if len(ops) > MAX_TXN_OPS:
                 raise RegistryError(
@@ -387,6 +477,10 @@ class EtcdBackend(RegistryBackend):
             )
             txn = await self._txn([unchanged], ops, "replace the registry")
             if txn.succeeded:
+                used = {i for i in changed if i in leases}
+                for i in sorted(set(leases) - used):
+                    await self._revoke(leases.pop(i))
+                leases.clear()
                 return txn.header.revision
         raise RegistryError(f"{self.location}: registry not replaced: too many concurrent changes")
 

@@ -75,6 +75,7 @@ class RegistryBackend(abc.ABC):
 
     location: str = "?"  # for messages: a file name, endpoints, ...
     degraded: str | None = None  # why the backend is not in its normal state
+    supports_ttl: bool = False  # worker leases (`ttl`): etcd only
 
     @abc.abstractmethod
     async def load(self) -> tuple[int, dict[str, Worker]]:
@@ -182,6 +183,12 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 CREATE INDEX IF NOT EXISTS changes_revision ON changes (revision);
 """
+
+
+TTL_NEEDS_ETCD = (
+    "ttl (a worker lease) needs state.backend etcd; the SQLite registry keeps a worker until "
+    "it is removed: register it without ttl (and DELETE it when it goes away)"
+)
 
 
 def _encode(worker: Worker) -> str:
@@ -380,6 +387,9 @@ class SqliteBackend(RegistryBackend):
         return result
 
     def _put(self, worker: Worker) -> Stored:
+        if worker.ttl is not None:
+            raise RegistryError(TTL_NEEDS_ETCD)
+
         def txn(db: sqlite3.Connection) -> Stored:
             row = db.execute("SELECT data FROM workers WHERE id = ?", (worker.id,)).fetchone()
             if row is not None and row[0] == _encode(worker):
@@ -413,6 +423,10 @@ class SqliteBackend(RegistryBackend):
     def _replace_all(
         self, workers: dict[str, Worker], db: sqlite3.Connection | None = None
     ) -> int | None:
+        leased = sorted(w.id for w in workers.values() if w.ttl is not None)
+        if leased:
+            raise RegistryError(f"worker(s) {', '.join(leased[:10])}: {TTL_NEEDS_ETCD}")
+
         def txn(db: sqlite3.Connection) -> int | None:
             stored = dict(db.execute("SELECT id, data FROM workers").fetchall())
             changes: list[tuple[str, Worker | None]] = [

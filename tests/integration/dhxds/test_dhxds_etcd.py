@@ -189,3 +189,31 @@ def test_a_replica_started_before_etcd_serves_nothing_until_its_first_load(tmp_p
     finally:
         daemon.stop()
         etcd.stop()
+
+
+def test_a_leased_worker_disappears_by_itself_on_every_replica(replicas, envoys, backends):
+    """Worker leases: a registration with ttl that nobody renews goes away by itself (etcd
+    expires the lease, both replicas see the delete in their watch, Envoys lose the route)."""
+    a, b = replicas
+    envoy_a, envoy_b = envoys
+    body = {"host": "127.0.0.1", "port": backends.start("lease"), "ttl": 3}
+    resp = a.call("PUT", "/v1/workers/lease", body)
+    assert resp.status_code == 201 and resp.json()["ttl"] == 3, resp.text
+    b.put_worker("stays", backends.start("stays"))
+    wait_for(lambda: envoy_b.backend_of("/worker/lease/") == "lease", 20, "lease via B")
+    # Renewed through the other replica (a repeated PUT).
+    assert b.call("PUT", "/v1/workers/lease", body).status_code in (200, 201)
+    assert b.worker("lease")["ttl"] == 3
+    lapsed = time.monotonic()
+    for envoy in (envoy_a, envoy_b):
+        wait_for(
+            lambda envoy=envoy: envoy.backend_of("/worker/lease/") == "web_api_service",
+            30,
+            "the lapsed worker's route gone",
+        )
+    print(f"\nttl 3 s: gone from both Envoys {time.monotonic() - lapsed:.2f}s after the last PUT")
+    for daemon in (a, b):
+        assert daemon.worker("lease") is None and daemon.worker("stays") is not None
+        assert health(daemon)["status"] == "ok"
+    assert envoy_b.backend_of("/worker/stays/") == "stays"
+    wait_for(lambda: same_versions(a, b), 20, "the same versions on A and B")

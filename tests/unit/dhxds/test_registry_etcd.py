@@ -353,3 +353,76 @@ def test_state_export_import_on_etcd(cluster, tmp_path, capsys):
     assert [w["id"] for w in exported["workers"]] == ["w1", "w2"]
     assert cli.main(["state", "import", "--config", str(config), str(backup)]) == 0
     assert "(nothing changed)" in capsys.readouterr().out
+
+
+def test_a_worker_with_a_ttl_disappears_by_itself_unless_renewed(cluster):
+    """Worker leases: both keys on one etcd lease; a repeated PUT renews it; the watch sees
+    the expiry as a delete of the worker (the prefix is free again). Bounded waits only."""
+
+    async def main():
+        b, reader = backend(cluster), None
+        try:
+            start = (await b.load())[0]
+            reader = EtcdBackend(b.settings)
+            leased = worker("lease", ttl=5)  # renewed every second: a wide margin
+            first = await b.put(leased)
+            assert first.created and first.changed
+            await b.put(worker("keep"))
+            # Renew a few times: the lease is kept alive by the repeated (unchanged) PUT.
+            for _renewal in range(3):
+                await asyncio.sleep(1)
+                renewed = await b.put(leased)
+                assert (renewed.created, renewed.changed) == (False, False)
+            assert set((await b.load())[1]) == {"lease", "keep"}
+            # Stop renewing: it goes by itself, seen through another backend's watch.
+            gone = []
+
+            async def follow():
+                async for batch in reader.watch(start):
+                    gone.extend(c.worker_id for c in batch if c.worker is None)
+                    if "lease" in gone:
+                        return
+
+            await asyncio.wait_for(follow(), 30)
+            assert set((await b.load())[1]) == {"keep"}
+            # Its envoy_prefix is free again.
+            assert (await b.put(worker("other", envoy_prefix="/worker/lease"))).created
+            # Dropping the ttl from a leased worker keeps it for good.
+            await b.put(worker("was-leased", ttl=2))
+            await b.put(worker("was-leased"))
+            await b.put(worker("probe", ttl=2))
+
+            async def probe_gone():
+                while "probe" in (await b.load())[1]:
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(probe_gone(), 30)
+            assert "was-leased" in (await b.load())[1]
+        finally:
+            await b.close()
+            if reader is not None:
+                await reader.close()
+
+    asyncio.run(main())
+
+
+def test_ttl_in_replace_all_and_conflicts_do_not_leak_leases(cluster):
+    async def main():
+        b = backend(cluster)
+        try:
+            await b.put(worker("a"))
+            with pytest.raises(Conflict):
+                await b.put(worker("b", envoy_prefix="/worker/a", ttl=30))
+            await b.replace_all({"x": worker("x", ttl=2), "y": worker("y")})
+
+            async def x_gone():
+                while "x" in (await b.load())[1]:
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(x_gone(), 30)
+            assert set((await b.load())[1]) == {"y"}
+            assert (await b.put(worker("z", envoy_prefix="/worker/x"))).created
+        finally:
+            await b.close()
+
+    asyncio.run(main())
