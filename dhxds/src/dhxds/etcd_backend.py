@@ -32,9 +32,11 @@ from .model import ValidationError, Worker
 from .registry import (
     Change,
     Compacted,
+    ConfigChange,
     Conflict,
     RegistryBackend,
     RegistryError,
+    SharedConfig,
     Stored,
     Unavailable,
 )
@@ -122,6 +124,7 @@ class EtcdBackend(RegistryBackend):
     """Workers in etcd; see the module docstring and docs/registry.md."""
 
     supports_ttl = True  # a worker with `ttl`: both of its keys are attached to an etcd lease
+    shares_config = True  # web_api_service + static workers: the key <prefix>config
 
     def __init__(self, settings: EtcdSettings) -> None:
         if etcdrpc is None:
@@ -133,8 +136,12 @@ class EtcdBackend(RegistryBackend):
         self.settings = settings
         self.location = f"etcd {','.join(settings.endpoints)} prefix {settings.prefix}"
         root = settings.prefix.encode()
+        self._root = root
         self._workers = root + b"workers/"
         self._prefixes = root + b"prefixes/"
+        self._config = root + b"config"
+        self.shared_config: SharedConfig | None = None
+        self._config_problem: str | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.ca_file or settings.cert_file or settings.key_file:
             self._credentials = grpc.ssl_channel_credentials(
@@ -155,7 +162,7 @@ class EtcdBackend(RegistryBackend):
 
     @property  # type: ignore[override]
     def degraded(self) -> str | None:
-        reasons = [self._problem] if self._problem else []
+        reasons = [r for r in (self._problem, self._config_problem) if r]
         if self._invalid:
             bad = sorted(self._invalid)
             reasons.append(
@@ -298,15 +305,42 @@ class EtcdBackend(RegistryBackend):
         return True
 
     # --- the interface -------------------------------------------------------------------
+    def _decode_config(self, value: bytes, revision: int) -> SharedConfig | None:
+        """The stored shared config; an invalid one keeps the last good one (ERROR,
+        degraded) so a hand edit cannot take the web_api_service away."""
+        try:
+            config = SharedConfig.decode(value, f"{self.location} key {self._config.decode()}")
+        except RegistryError as exc:
+            log.error("%s (revision %d); serving the last valid one", exc, revision)
+            self._config_problem = str(exc)
+            return self.shared_config
+        self._config_problem = None
+        return config
+
     async def load(self) -> tuple[int, dict[str, Worker]]:
-        resp = await self._range(self._workers, prefix_range_end(self._workers))
+        """Workers and the shared config (`shared_config`), read at one revision."""
+        resp = await self._range(self._root, prefix_range_end(self._root))
         workers: dict[str, Worker] = {}
         self._invalid = set()
+        config: SharedConfig | None = None
         for kv in resp.kvs:
-            worker_id, worker = self._decode(kv.key, kv.value)
-            if worker is not None:
-                workers[worker_id] = worker
+            if kv.key == self._config:
+                config = self._decode_config(kv.value, kv.mod_revision)
+            elif kv.key.startswith(self._workers):
+                worker_id, worker = self._decode(kv.key, kv.value)
+                if worker is not None:
+                    workers[worker_id] = worker
+        self.shared_config = config
         return resp.header.revision, workers
+
+    async def publish_config(self, config: SharedConfig) -> int | None:
+        """Store the shared config unless equal (last writer wins, no compare)."""
+        value = config.encode()
+        resp = await self._range(self._config)
+        if resp.kvs and resp.kvs[0].value == value:
+            return None
+        txn = await self._txn([], [self._put(self._config, value)], "publish the shared config")
+        return txn.header.revision
 
     async def put(self, worker: Worker) -> Stored:
         value = _encode(worker)
@@ -484,12 +518,13 @@ class EtcdBackend(RegistryBackend):
                 return txn.header.revision
         raise RegistryError(f"{self.location}: registry not replaced: too many concurrent changes")
 
-    async def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
+    async def watch(self, after_revision: int) -> AsyncIterator[list[Change | ConfigChange]]:
         endpoint = self._all()[self._current]
+        # The whole prefix: workers/ and config (prefixes/ events are skipped).
         request = etcdrpc.WatchRequest(
             create_request=etcdrpc.WatchCreateRequest(
-                key=self._workers,
-                range_end=prefix_range_end(self._workers),
+                key=self._root,
+                range_end=prefix_range_end(self._root),
                 start_revision=after_revision + 1,
             )
         )
@@ -521,9 +556,19 @@ class EtcdBackend(RegistryBackend):
                     )
                 if resp.created:
                     yield []  # established: the Registry clears its watch problem
-                batch = []
+                batch: list[Change | ConfigChange] = []
                 for event in resp.events:
                     kv = event.kv
+                    if kv.key == self._config:
+                        if event.type == etcdrpc.Event.DELETE:
+                            config = None
+                        else:
+                            config = self._decode_config(kv.value, kv.mod_revision)
+                        self.shared_config = config or self.shared_config
+                        batch.append(ConfigChange(kv.mod_revision, config))
+                        continue
+                    if not kv.key.startswith(self._workers):
+                        continue  # prefixes/<p>: the uniqueness guard, not served
                     if event.type == etcdrpc.Event.DELETE:
                         worker_id = kv.key[len(self._workers) :].decode()
                         self._invalid.discard(worker_id)
