@@ -7,6 +7,8 @@ within bounded loops); figures (requests per phase, seconds) go to reports/fault
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import subprocess
 import time
 
@@ -416,3 +418,36 @@ def test_an_update_that_envoy_nacks(plane: Plane, fault_report, tmp_path):
     assert_no_failures(phases)
     for name, figures in picky_phases.items():
         assert figures["sent"] > 0 and figures["failed"] == 0, (name, figures)
+
+
+def test_a_frozen_dhxds_replica(plane: Plane, fault_report):
+    """Not a crash but a hang (SIGSTOP: the kernel still holds the TCP connection, nothing
+    answers on it), as a replica whose host stalls or is cut off behaves. Envoy only leaves
+    it when the xds_service cluster's HTTP/2 keepalive finds the peer silent."""
+    plane.ensure_up()
+    plane.hold("before", 1)
+    peers = collections.Counter(xds_peer(e, plane.replicas) for e in plane.envoys.values())
+    victim = peers.most_common(1)[0][0]
+    survivor = next(r for r in plane.replicas if r is not victim)
+    plane.load.phase("frozen")
+    frozen = time.monotonic()
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    try:
+        plane.register(survivor, "f1", wait=False)
+        plane.routable_everywhere("f1", timeout=90)
+        routable = since(frozen)
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    plane.hold("thawed", 1)
+    phases = plane.phases("before", "frozen", "thawed")
+    fault_report.add(
+        "one dhxds replica frozen (SIGSTOP: a hung host; beyond the issue's table)",
+        "0 failed requests; Envoys leave it for the other replica (HTTP/2 keepalive of "
+        "xds_service); a registration through the other replica is routable",
+        phases=phases,
+        converge_s={"new worker routable on every Envoy": routable},
+        envoy=ENVOYS,
+        notes=f"froze replica {victim.name}; without the keepalive (before this branch) the "
+        "Envoys stayed on the frozen replica: the registration was not routable within 90 s",
+    )
+    assert_no_failures(phases)
