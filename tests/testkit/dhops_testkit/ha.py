@@ -354,26 +354,27 @@ class FaultReport:
             md_path.write_text(render_markdown(data))
 
 
-def _phases(fault: dict[str, Any]) -> tuple[str, str]:
-    sent = "; ".join(f"{p}: {f['sent']}" for p, f in fault.get("phases", {}).items())
-    failed = "; ".join(f"{p}: {f['failed']}" for p, f in fault.get("phases", {}).items())
-    return sent, failed
+def _cell(fault: dict[str, Any], key: str) -> str:
+    return "; ".join(f"{phase}: {f[key]}" for phase, f in fault.get("phases", {}).items())
 
 
 def render_markdown(data: dict[str, Any]) -> str:
+    """The fault table (one row per fault, figures per phase) and the notes under it."""
     lines = [
         "| fault | expected | requests sent (per phase) | failed (per phase) "
-        "| seconds to converge | Envoy | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| seconds to converge | Envoy |",
+        "|---|---|---|---|---|---|",
     ]
-    for fault in data["faults"]:
-        sent, failed = _phases(fault)
+    notes = []
+    for number, fault in enumerate(data["faults"], 1):
         converge = "; ".join(f"{k}: {v:.2f}" for k, v in fault.get("converge_s", {}).items())
         lines.append(
-            f"| {fault['fault']} | {fault['expected']} | {sent} | {failed} | {converge} "
-            f"| {fault.get('envoy', '')} | {fault.get('notes', '')} |"
+            f"| {fault['fault']} | {fault['expected']} | {_cell(fault, 'sent')} "
+            f"| {_cell(fault, 'failed')} | {converge} | {fault.get('envoy', '')} |"
         )
-    return "\n".join(lines) + "\n"
+        if fault.get("notes"):
+            notes.append(f"{number}. {fault['fault']}: {fault['notes']}")
+    return "\n".join([*lines, "", *notes]) + "\n"
 
 
 if __name__ == "__main__":  # python -m dhops_testkit.ha reports/faults.json: the table
