@@ -50,6 +50,8 @@ options:
     description:
       - File on the host running the module that holds the token, for example
         C(/etc/dhxds/api-token). Surrounding whitespace is ignored.
+      - The daemon's token file may list several tokens, one per line (blank lines and
+        C(#) comments ignored) while tokens are rotated; the module sends the last one.
     type: path
   id:
     description:
@@ -302,12 +304,15 @@ def read_token(module):
         return None
     try:
         with open(path) as handle:
-            token = handle.read().strip()
+            lines = handle.read().splitlines()
     except OSError as exc:
         module.fail_json(msg="cannot read token_file %s: %s" % (path, exc.strerror or exc))
-    if not token:
+    # The daemon's api.token_file may list several tokens (rotation); the last one is the
+    # newest. Blank lines and '#' comments are ignored, as the daemon does.
+    tokens = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not tokens:
         module.fail_json(msg="token_file %s is empty" % path)
-    return token
+    return tokens[-1]
 
 
 def as_text(worker):

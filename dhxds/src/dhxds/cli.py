@@ -14,7 +14,7 @@ import urllib.parse
 
 from . import __version__
 from .client import ApiClient, ApiError
-from .config import Config, ConfigError, load_config, read_token, split_listen
+from .config import Config, ConfigError, check_files, load_config, read_token, split_listen
 from .model import UPSTREAM_PROTOCOLS
 
 DEFAULT_CONFIG = "/etc/dhxds/config.yml"
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             config = load_config(args.config)
             if args.check:
-                read_token(config.token_file)
+                check_files(config)
                 print(f"{args.config}: OK")
                 return 0
             # grpc, aiohttp and the Envoy protos load only for the daemon: the CLI stays quick.
