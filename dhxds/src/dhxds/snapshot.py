@@ -19,6 +19,7 @@ from functools import cached_property
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from . import resources
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
 from .resources import VIRTUAL_HOST, RegistryState, routable_workers, worker_stat_name
 from .xds_types import CDS, FLAVOURS, TYPES, Flavour
@@ -171,7 +172,7 @@ class Encoder:
     def _cluster(
         self, name: str, upstream: Upstream, stat_name: str | None, hosts: tuple[str, ...] | None
     ) -> Encoded:
-        msg = self.flavour.build_cluster(name, upstream, stat_name, hosts)
+        msg = resources.build_cluster(name, upstream, stat_name, hosts, self.flavour)
         payload = msg.SerializeToString(deterministic=True)
         return Encoded(name, self.flavour.cluster_type, payload, digest(payload))
 
@@ -199,7 +200,9 @@ class Encoder:
             hit = cache.get(worker.id)
             if hit is None or (hit[0] is not worker and hit[0] != worker):
                 # A VirtualHost with only `routes` set serialises to its repeated route fields.
-                raw = self.flavour.worker_routes(worker).SerializeToString(deterministic=True)
+                raw = resources.worker_routes(worker, self.flavour).SerializeToString(
+                    deterministic=True
+                )
                 hit = (worker, WorkerRoutes(cluster_name(worker.id), raw, digest(raw)))
             fresh[worker.id] = hit
         self._routes = fresh
@@ -212,7 +215,7 @@ class Encoder:
         head = self.flavour.virtual_host(name=VIRTUAL_HOST, domains=["*"])
         fallbacks = [
             _field(_ROUTES_FIELD, route.SerializeToString(deterministic=True))
-            for route in self.flavour.fallback_routes()
+            for route in resources.fallback_routes(self.flavour)
         ]
         vhost = b"".join(
             [

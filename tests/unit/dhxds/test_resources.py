@@ -13,7 +13,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
-from dhxds import resources, resources_v2
+from dhxds import resources
 
 # What dhxds' resolver found for worker host names (resolver.py); others stay unresolved.
 RESOLVED = (("dh-host.example", ("10.9.9.9", "10.9.9.10")),)
@@ -61,11 +61,11 @@ def test_unresolved_worker_names_stay_out_of_envoy_and_web_api_names_stay_dns():
     """A worker whose name dhxds cannot resolve gets neither cluster nor route (its requests
     go to web_api_service); web_api_service exists from the start, so Envoy resolves it."""
     st = state(W1, W10, web=("dh-infra.example", 8123), addresses=())
-    for module in (resources, resources_v2):
-        clusters = module.build_clusters(st)
+    for dialect in (V3, V2):
+        clusters = resources.build_clusters(st, dialect)
         assert list(clusters) == ["web_api_service", "worker_w1"]
         assert clusters["web_api_service"].type == cluster_pb2.Cluster.STRICT_DNS
-        routes = module.build_route_config(st).virtual_hosts[0].routes
+        routes = resources.build_route_config(st, dialect).virtual_hosts[0].routes
         assert {r.route.cluster for r in routes if r.HasField("route")} == {
             "worker_w1",
             "web_api_service",
@@ -122,7 +122,7 @@ def test_v3_routes_order_and_matching():
 
 def test_v2_resources_parse_as_v2_with_the_same_routing():
     st = state(W1, {**W10, "upstream_protocol": "http1", "tls": True, "tls_sni": "sni.example"})
-    clusters = resources_v2.build_clusters(st)
+    clusters = resources.build_clusters(st, V2)
     w1 = cluster_v2.Cluster.FromString(clusters["worker_w1"].SerializeToString())
     assert w1.protocol_selection == cluster_v2.Cluster.USE_DOWNSTREAM_PROTOCOL
     assert w1.HasField("http2_protocol_options")
@@ -133,7 +133,7 @@ def test_v2_resources_parse_as_v2_with_the_same_routing():
         "envoy.api.v2.auth.UpstreamTlsContext"
     )
     config = route_v2.RouteConfiguration.FromString(
-        resources_v2.build_route_config(st).SerializeToString()
+        resources.build_route_config(st, V2).SerializeToString()
     )
     v3_names = [r.name for r in resources.build_route_config(st).virtual_hosts[0].routes]
     assert [r.name for r in config.virtual_hosts[0].routes] == v3_names
@@ -145,13 +145,13 @@ def test_v2_resources_parse_as_v2_with_the_same_routing():
 def test_encoded_snapshot_equals_plain_build_for_both_versions():
     st = state(W1, W10, {**W1, "id": "z", "strip_prefix": False})
     snap = Snapshot(st, new_encoders())
-    for flavour, module, config_cls in (
-        (V3, resources, route_pb2.RouteConfiguration),
-        (V2, resources_v2, route_v2.RouteConfiguration),
+    for flavour, config_cls in (
+        (V3, route_pb2.RouteConfiguration),
+        (V2, route_v2.RouteConfiguration),
     ):
         encoded = snap.resources(flavour.route_type)["rds_config"]
         assert encoded.any.type_url == flavour.route_type
-        assert config_cls.FromString(encoded.any.value) == module.build_route_config(st)
+        assert config_cls.FromString(encoded.any.value) == resources.build_route_config(st, flavour)
         assert encoded.refs == {"web_api_service", "worker_w1", "worker_w10", "worker_z"}
         clusters = snap.resources(flavour.cluster_type)
         assert {c.any.type_url for c in clusters.values()} == {flavour.cluster_type}
