@@ -22,6 +22,8 @@ from google.protobuf import any_pb2
 from . import resources
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
 from .resources import VIRTUAL_HOST, RegistryState, routable_workers, worker_stat_name
+from .route_matcher import encoded_matcher, encoded_worker_entries
+from .wire import field as _field
 from .xds_types import CDS, FLAVOURS, TYPES, Flavour
 
 
@@ -118,28 +120,6 @@ def encode_delta_response(
     return head.SerializeToString() + b"".join(res.delta_wire for res in changed)
 
 
-_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """Protobuf wire encoding of one length-delimited field (tag, length, bytes)."""
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_VARINTS[value]
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 # Field numbers, the same in v2 and v3: RouteConfiguration.virtual_hosts, VirtualHost.routes,
 # DiscoveryResponse.resources.
 _VIRTUAL_HOSTS_FIELD = 2
@@ -149,10 +129,12 @@ _RESOURCES_FIELD = 2
 
 @dataclass(frozen=True)
 class WorkerRoutes:
-    """One worker's encoded routes (repeated VirtualHost.routes fields) and their digest."""
+    """One worker's encoded routes and their digest. `slots` are the pieces the route layout
+    splices into the virtual host: v2 one (its repeated VirtualHost.routes fields), v3 two
+    (its entry in the matcher's header map and its entry in the path trie)."""
 
     cluster: str
-    payload: bytes
+    slots: tuple[bytes, ...]
     digest: str
 
 
@@ -199,31 +181,35 @@ class Encoder:
         for worker in routable:
             hit = cache.get(worker.id)
             if hit is None or (hit[0] is not worker and hit[0] != worker):
-                # A VirtualHost with only `routes` set serialises to its repeated route fields.
-                raw = resources.worker_routes(worker, self.flavour).SerializeToString(
-                    deterministic=True
-                )
-                hit = (worker, WorkerRoutes(cluster_name(worker.id), raw, digest(raw)))
+                slots = self._worker_slots(worker)
+                routes = WorkerRoutes(cluster_name(worker.id), slots, digest(b"".join(slots)))
+                hit = (worker, routes)
             fresh[worker.id] = hit
         self._routes = fresh
         return {worker_id: hit[1] for worker_id, hit in fresh.items()}
 
+    def _worker_slots(self, worker: Worker) -> tuple[bytes, ...]:
+        if self.flavour.api == "v3":
+            return encoded_worker_entries(worker)
+        # A VirtualHost with only `routes` set serialises to its repeated route fields.
+        holder = resources.worker_routes(worker, self.flavour)
+        return (holder.SerializeToString(deterministic=True),)
+
     def route_config(self, name: str, parts: Iterable[WorkerRoutes]) -> Encoded:
-        # Assembled from per-worker encoded routes: concatenating repeated fields is valid
-        # protobuf and avoids re-serialising every route per change.
+        # Assembled from per-worker encoded routes: concatenating repeated (and map) fields is
+        # valid protobuf and avoids re-serialising every route per change.
         parts = list(parts)
         head = self.flavour.virtual_host(name=VIRTUAL_HOST, domains=["*"])
-        fallbacks = [
-            _field(_ROUTES_FIELD, route.SerializeToString(deterministic=True))
-            for route in resources.fallback_routes(self.flavour)
-        ]
-        vhost = b"".join(
-            [
-                head.SerializeToString(deterministic=True),
-                *(p.payload for p in parts),
-                *fallbacks,
-            ]
-        )
+        pieces = [head.SerializeToString(deterministic=True)]
+        if self.flavour.api == "v3" and parts:
+            pieces.append(encoded_matcher((p.slots[0] for p in parts), (p.slots[1] for p in parts)))
+        else:  # v2, or no worker at all (the matcher's maps must not be empty)
+            pieces.extend(p.slots[0] for p in parts)
+            pieces.extend(
+                _field(_ROUTES_FIELD, route.SerializeToString(deterministic=True))
+                for route in resources.fallback_routes(self.flavour)
+            )
+        vhost = b"".join(pieces)
         config = self.flavour.route_config(name=name)
         payload = config.SerializeToString(deterministic=True) + _field(_VIRTUAL_HOSTS_FIELD, vhost)
         return Encoded(
