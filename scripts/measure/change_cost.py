@@ -62,7 +62,7 @@ def measure(count: int, rounds: int, profile: bool) -> float:
             profiler.disable()
         times.append(time.perf_counter() - start)
     if profiler:
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     return statistics.median(times) * 1000
 
 

@@ -35,6 +35,7 @@ class RegistryState:
 _IPV4_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
+@lru_cache(maxsize=1 << 16)  # called per worker and change; a regex match costs more
 def is_ip(host: str) -> bool:
     # Hosts are validated in model.py, where all-numeric DNS names are refused.
     return ":" in host or _IPV4_RE.match(host) is not None

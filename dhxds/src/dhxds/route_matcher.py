@@ -28,7 +28,7 @@ from xds.type.matcher.v3 import matcher_pb2
 from .dialect import V3
 from .model import Worker
 from .resources import PREFIX_HEADER, fallback_routes, worker_routes
-from .wire import field
+from .wire import Chunks, field
 
 Matcher = matcher_pb2.Matcher
 MatchMap = Matcher.MatcherTree.MatchMap
@@ -98,16 +98,25 @@ def _fixed_parts() -> tuple[bytes, bytes, bytes]:
     )
 
 
-def encoded_matcher(header_entries: Iterable[bytes], path_entries: Iterable[bytes]) -> bytes:
-    """The VirtualHost.matcher field, assembled from encoded worker entries (at least one)."""
+def encoded_matcher(
+    header_entries: list[bytes], path_entries: list[bytes], sizes: tuple[int, int] | None = None
+) -> Chunks:
+    """The VirtualHost.matcher field, assembled from encoded worker entries (at least one);
+    `sizes` are the entries' total lengths when the caller keeps them."""
+    header_size, path_size = sizes or (None, None)
     header_input, path_input, fallbacks = _fixed_parts()
-    path_tree = field(_TREE_INPUT, path_input) + field(_TREE_PREFIX, b"".join(path_entries))
-    path_matcher = field(_MATCHER_TREE, path_tree) + field(_ON_NO_MATCH, fallbacks)
-    header_tree = field(_TREE_INPUT, header_input) + field(_TREE_EXACT, b"".join(header_entries))
-    matcher = field(_MATCHER_TREE, header_tree) + field(
-        _ON_NO_MATCH, field(_ON_MATCH_MATCHER, path_matcher)
+    path_tree = Chunks(field(_TREE_INPUT, path_input)).add_field(
+        _TREE_PREFIX, Chunks().extend(path_entries, path_size)
     )
-    return field(_VHOST_MATCHER, matcher)
+    path_matcher = Chunks().add_field(_MATCHER_TREE, path_tree)
+    path_matcher.parts.append(field(_ON_NO_MATCH, fallbacks))
+    path_matcher.size += len(path_matcher.parts[-1])
+    header_tree = Chunks(field(_TREE_INPUT, header_input)).add_field(
+        _TREE_EXACT, Chunks().extend(header_entries, header_size)
+    )
+    on_no_match = Chunks().add_field(_ON_MATCH_MATCHER, path_matcher)
+    matcher = Chunks().add_field(_MATCHER_TREE, header_tree).add_field(_ON_NO_MATCH, on_no_match)
+    return Chunks().add_field(_VHOST_MATCHER, matcher)
 
 
 def matcher(workers: Iterable[Worker]) -> Matcher:

@@ -24,3 +24,35 @@ def varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def header(number: int, size: int) -> bytes:
+    """The tag and length of a length-delimited field whose payload is `size` bytes."""
+    return varint((number << 3) | 2) + varint(size)
+
+
+class Chunks:
+    """A message as a list of byte strings and their total length: wrapping it in a field adds
+    one header piece instead of copying megabytes per level; join once at the end."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = list(parts)
+        self.size = sum(map(len, parts))
+
+    def extend(self, parts: list[bytes], size: int | None = None) -> Chunks:
+        """Add parts; pass their total `size` when it is known, to skip counting them."""
+        self.parts.extend(parts)
+        self.size += sum(map(len, parts)) if size is None else size
+        return self
+
+    def add_field(self, number: int, inner: Chunks) -> Chunks:
+        head = header(number, inner.size)
+        self.parts.append(head)
+        self.parts.extend(inner.parts)
+        self.size += len(head) + inner.size
+        return self
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)

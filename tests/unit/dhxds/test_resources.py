@@ -244,6 +244,6 @@ def test_pre_encoded_responses_parse_as_v3_and_v2_discovery_responses():
             version_info="v1",
             nonce="7",
             type_url=flavour.cluster_type,
-            resources=[c.any for c in clusters.values()],
+            resources=[clusters[name].any for name in sorted(clusters)],  # name order
         )
         assert parsed == expected
