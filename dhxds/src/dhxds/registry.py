@@ -25,6 +25,7 @@ from typing import Any
 
 from .model import Upstream, ValidationError, Worker
 from .resources import RegistryState
+from .sorted_ids import SortedIds
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "dhxds-workers/1"  # the JSON export/import format
@@ -677,6 +678,7 @@ class Registry:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._watch_problem: str | None = None
+        self._order = SortedIds()  # for state(): no re-sort per change
 
     async def start(self) -> None:
         """Load the stored workers and follow the backend's watch from that revision. A
@@ -878,9 +880,8 @@ class Registry:
 
     def state(self) -> RegistryState:
         merged = self.workers()
-        return RegistryState(
-            tuple(merged[k] for k in sorted(merged)), self.web_api, self.route_config_name
-        )
+        ordered = tuple(map(merged.__getitem__, self._order.update(merged.keys())))
+        return RegistryState(ordered, self.web_api, self.route_config_name)
 
     async def put(self, worker: Worker) -> tuple[bool, bool]:
         """Store a worker; returns (created, changed) once the local view holds it."""

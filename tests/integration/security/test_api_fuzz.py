@@ -273,13 +273,18 @@ def _settings(examples: int):
     )
 
 
-OPERATIONS = [(m, p, mode) for (m, p) in EXAMPLES for mode in ("positive", "negative")]
+# A skip proves nothing (and counts as a failure in scripts/test): operations with nothing to
+# break get no negative case at all.
+OPERATIONS = [
+    (m, p, mode)
+    for (m, p) in EXAMPLES
+    for mode in ("positive", "negative")
+    if mode == "positive" or p not in NO_NEGATIVE
+]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), OPERATIONS, ids=str)
 def test_fuzz_operation(fuzz, schema, method, path, mode):
-    if mode == "negative" and path in NO_NEGATIVE:
-        pytest.skip(f"{path} has no parameters, body or security to break")
     operation = schema[path][method]
     generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
     fuzz.reset()
