@@ -259,16 +259,19 @@ def test_xds_role_secret_tasks_are_not_in_vvv_output(tmp_path):
     assert token_file.read_text() == f"{token}\n{previous}\n"
     assert (etc / "xds-server.key").read_bytes() == key.read_bytes()  # deployed for real
     _assert_clean(given, secrets_)
-    # No token given: the one kept on the target is read back (slurp: base64) and kept.
-    # (Without previous tokens: with them, roles/xds 'Choose the API token' takes the whole
-    # file as the token - reported to the roles' owner; this test is about the output.)
-    token_file.write_text(f"{token}\n")
-    kept = _vvv(
-        tmp_path, playbook, "-e", "xds_api_token=''", "-e", '{"xds_api_tokens_previous": []}'
-    )
+    # No token given: the first line kept on the target is read back (slurp: base64) and
+    # kept, the previous ones after it (the file does not grow).
+    kept = _vvv(tmp_path, playbook, "-e", "xds_api_token=''")
     assert kept.returncode == 0, kept.stdout[-3000:] + kept.stderr[-2000:]
-    assert token_file.read_text() == f"{token}\n"
+    assert token_file.read_text() == f"{token}\n{previous}\n"
     _assert_clean(kept, secrets_)
+    # An empty token file on the target: a new token is generated.
+    token_file.write_text("")
+    fresh = _vvv(tmp_path, playbook, "-e", "xds_api_token=''")
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-2000:]
+    generated, kept_previous = token_file.read_text().splitlines()
+    assert len(generated) == 40 and kept_previous == previous
+    _assert_clean(fresh, [*secrets_, *_forms(generated)])
     # A new token replaces it: the old and the new one stay out of the output.
     new = _secret_token()
     rotated = _vvv(tmp_path, playbook, "-e", f"xds_api_token={new}")
