@@ -49,7 +49,7 @@ def test_kill9_one_dhxds_replica(plane: Plane, fault_report):
 
     # A registration through the survivor is routable through every Envoy.
     registered = time.monotonic()
-    plane.register(survivor, "k1")
+    assert plane.register(survivor, "k1") == 201  # ACKed by every Envoy (all on the survivor)
     plane.routable_everywhere("k1")
     routable = since(registered)
     plane.hold("after", 2)

@@ -241,8 +241,10 @@ class Plane:
     load: LoadGen
     acknowledged: set[str] = field(default_factory=set)  # every worker a 2xx confirmed
 
-    def register(self, replica: Replica, worker_id: str, wait: bool = True) -> None:
-        """Register a new stand-in worker through `replica`; it must be acknowledged."""
+    def register(self, replica: Replica, worker_id: str, wait: bool = True) -> int:
+        """Register a new stand-in worker through `replica`; it must be acknowledged (with
+        `wait`: 200/201 routable on every Envoy connected to `replica`, 202 pending). Returns
+        the status."""
         port = self.backends.start(worker_id)
         query = "?wait=routable&timeout=20" if wait else ""
         resp = replica.call(
@@ -250,6 +252,7 @@ class Plane:
         )
         assert resp.status_code in (200, 201, 202), (resp.status_code, resp.text)
         self.acknowledged.add(worker_id)
+        return resp.status_code
 
     def routable_everywhere(self, worker_id: str, timeout: float = 60) -> None:
         for envoy in self.envoys.values():
