@@ -196,7 +196,8 @@ class LoadGen:
     def stop(self) -> None:
         self._stop.set()
         for thread in self.threads:
-            thread.join(10)
+            if thread.ident is not None:  # started
+                thread.join(10)
 
 
 def probe(envoy: Envoy, path: str) -> str:
