@@ -22,7 +22,7 @@ from . import openapi
 from .config import ConfigError, read_tokens
 from .metrics import Metrics
 from .model import ValidationError, Worker, validate_worker_id
-from .registry import Conflict, Registry, RegistryError, Unavailable
+from .registry import TTL_NEEDS_ETCD, Conflict, Registry, RegistryError, Unavailable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -252,6 +252,8 @@ class Api:
             return rej.response()
         except ValidationError as exc:
             return error(400, str(exc))
+        if worker.ttl is not None and not self.registry.backend.supports_ttl:
+            return error(400, TTL_NEEDS_ETCD)
         try:
             created, _changed = await self.registry.put(worker)
         except Conflict as exc:
@@ -357,7 +359,9 @@ def _wait_timeout(request: web.Request) -> float | None:
         raise _Reject(400, "timeout applies only with wait=routable")
     text = query["timeout"]
     try:
-        timeout = float(text) if len(text) <= 20 else math.nan
+        # A double's shortest repr is up to 24 characters ('2.2250738585072014e-308'); the
+        # cap only keeps absurdly long strings out of float().
+        timeout = float(text) if len(text) <= 64 else math.nan
     except ValueError:
         timeout = math.nan
     if not (math.isfinite(timeout) and 0 <= timeout <= WAIT_TIMEOUT_MAX):

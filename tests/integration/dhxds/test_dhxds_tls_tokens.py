@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dhops_testkit import ENVOY_MAIN, HOST, TOKEN, Daemon, Envoy
 from dhops_testkit.base import wait_for
-from dhops_testkit.etcd import Pki, make_pki
+from dhops_testkit.etcd import EtcdCluster, Pki, etcd_binary, make_pki
 
 
 @pytest.fixture
@@ -51,19 +51,23 @@ def with_xds_client_tls(envoy: Envoy, pki: Pki, client_cert: bool = True) -> Env
     return envoy
 
 
-def test_mtls_envoy_with_a_client_certificate_gets_routes_one_without_is_refused(
-    tmp_path, pki, backends, web_api_port
-):
-    tls = {
+def mtls_daemon(workdir, pki: Pki, web_api_port: int, **extra) -> Daemon:
+    """A daemon whose xDS listener requires client certificates signed by the test CA."""
+    daemon = Daemon(workdir, web_api_port, extra=extra)
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["xds"]["tls"] = {
         "cert_file": str(pki.server_cert),
         "key_file": str(pki.server_key),
         "client_ca_file": str(pki.ca),
     }
-    daemon = Daemon(tmp_path / "d", web_api_port, extra={"xds": {"listen": "", "tls": tls}})
-    config = yaml.safe_load(daemon.config_path.read_text())
-    config["xds"]["listen"] = f"{HOST}:{daemon.xds_port}"
     daemon.config_path.write_text(yaml.safe_dump(config))
-    daemon.start()
+    return daemon
+
+
+def test_mtls_envoy_with_a_client_certificate_gets_routes_one_without_is_refused(
+    tmp_path, pki, backends, web_api_port
+):
+    daemon = mtls_daemon(tmp_path / "d", pki, web_api_port).start()
     envoys = []
     try:
         assert "(mutual TLS)" in daemon.log()
@@ -108,6 +112,40 @@ def test_mtls_envoy_with_a_client_certificate_gets_routes_one_without_is_refused
         for envoy in envoys:
             envoy.stop()
         daemon.stop()
+
+
+def test_everything_on_tls_etcd_client_certificates_and_xds_mtls(
+    tmp_path, pki, backends, web_api_port
+):
+    """The secured HA setup end to end: dhxds reaches a TLS etcd (--client-cert-auth) with a
+    client certificate, and a real Envoy reaches dhxds with one (xds.tls)."""
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed: apt-get install -y etcd-server")
+    etcd = EtcdCluster(tmp_path / "etcd", members=1, pki=pki).start()
+    state = {
+        "backend": "etcd",
+        "etcd": {
+            "endpoints": etcd.endpoints,
+            "ca_file": str(pki.ca),
+            "cert_file": str(pki.client_cert),
+            "key_file": str(pki.client_key),
+        },
+    }
+    daemon = mtls_daemon(tmp_path / "d", pki, web_api_port, state=state)
+    envoy = None
+    try:
+        daemon.start()
+        assert etcd.endpoints[0].startswith("https://")
+        daemon.put_worker("w1", backends.start("w1"))
+        envoy = with_xds_client_tls(Envoy(ENVOY_MAIN, tmp_path, daemon.xds_port, "ads"), pki)
+        envoy.start()
+        wait_for(lambda: envoy.backend_of("/worker/w1/") == "w1", 30, "w1 through Envoy")
+        assert daemon.call("GET", "/healthz", token=None).json()["status"] == "ok"
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        daemon.stop()
+        etcd.stop()
 
 
 def test_bad_xds_tls_config_is_one_line_and_starts_nothing(tmp_path, pki):

@@ -301,7 +301,7 @@ def test_envoy_restarted_while_every_dhxds_is_down(plane: Plane, fault_report):
         time.sleep(0.2)
     assert ready_after is not None, f"Envoy never became ready: {restarted.log()}"
     static_only = collections.Counter(
-        f"{path} -> {probe(restarted, path)}" for path in ("/worker/w1/", "/") for _ in range(10)
+        f"{path} -> {probe(restarted, path)}" for path in ("/worker/w1/", "/") for _try in range(10)
     )
     # Static bootstrap only: nothing is routed, neither a worker nor web_api_service.
     assert not any(a.endswith(("-> w1", "-> web_api_service")) for a in answers), answers

@@ -35,7 +35,7 @@ PATHS = {**{f"/worker/{w}/": w for w in BASE_WORKERS}, "/": "web_api_service"}
 
 def shared_free_port(hosts: tuple[str, ...] = REPLICA_HOSTS) -> int:
     """A TCP port free on every one of `hosts` (loopback addresses)."""
-    for _ in range(50):
+    for _attempt in range(50):
         port = free_port()
         try:
             for host in hosts:
