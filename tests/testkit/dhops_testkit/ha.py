@@ -101,6 +101,35 @@ class Replica(Daemon):
         return 0.0
 
 
+def etcd_status(member) -> dict:
+    """A member's /v3/maintenance/status (through etcd's gRPC gateway)."""
+    return requests.post(f"{member.client_url}/v3/maintenance/status", json={}, timeout=2).json()
+
+
+def etcd_make_leader(etcd, index: int) -> None:
+    """Move the raft leadership to member `index` (etcdctl move-leader), and wait for it."""
+    target = etcd.members[index]
+    target_id = etcd_status(target)["header"]["member_id"]
+
+    def moved() -> bool:
+        statuses = [etcd_status(m) for m in etcd.members]
+        if all(s["leader"] == target_id for s in statuses):
+            return True
+        leader = next(
+            m
+            for m, s in zip(etcd.members, statuses, strict=True)
+            if s["header"]["member_id"] == s["leader"]
+        )
+        requests.post(
+            f"{leader.client_url}/v3/maintenance/transfer-leadership",
+            json={"targetID": target_id},
+            timeout=10,
+        )
+        return False
+
+    wait_for(moved, 30, f"etcd leadership on {target.name}", interval=0.2)
+
+
 # --- load ------------------------------------------------------------------------------------
 @dataclass
 class Tally:
