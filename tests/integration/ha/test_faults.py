@@ -112,7 +112,7 @@ def test_kill_one_etcd_member(plane: Plane, fault_report):
     plane.ensure_up()
     # The member both replicas use (the first endpoint), with the raft leadership moved
     # elsewhere first: losing the leader too is an election, during which registrations were
-    # seen answering 503 (twice in ten runs; see docs/benchmarks/faults-2026-11-29.md).
+    # seen answering 503 (twice in eleven runs; see docs/benchmarks/faults-2026-11-29.md).
     etcd_make_leader(plane.etcd, 1)
     plane.hold("before", 1)
     plane.load.phase("member down")
