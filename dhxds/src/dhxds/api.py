@@ -359,7 +359,9 @@ def _wait_timeout(request: web.Request) -> float | None:
         raise _Reject(400, "timeout applies only with wait=routable")
     text = query["timeout"]
     try:
-        timeout = float(text) if len(text) <= 20 else math.nan
+        # A double's shortest repr is up to 24 characters ('2.2250738585072014e-308'); the
+        # cap only keeps absurdly long strings out of float().
+        timeout = float(text) if len(text) <= 64 else math.nan
     except ValueError:
         timeout = math.nan
     if not (math.isfinite(timeout) and 0 <= timeout <= WAIT_TIMEOUT_MAX):
