@@ -25,6 +25,7 @@ from typing import Any
 
 from .model import Upstream, ValidationError, Worker
 from .resources import RegistryState
+from .sorted_ids import SortedIds
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "dhxds-workers/1"  # the JSON export/import format
@@ -668,7 +669,7 @@ class Registry:
         self._static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
         # The config file's shared part; with a backend that shares it (etcd) the served one
         # is the backend's copy (docs/registry.md, "The shared config").
-        self.file_config = SharedConfig(web_api, tuple(static_workers)).normalized()
+        self.file_config = SharedConfig(web_api, tuple(self.static.values())).normalized()
         self.stored: dict[str, Worker] = {}  # every stored worker, served or not
         self.dynamic: dict[str, Worker] = {}
         self._config_problem: str | None = None
@@ -677,6 +678,7 @@ class Registry:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._watch_problem: str | None = None
+        self._order = SortedIds()  # for state(): no re-sort per change
 
     async def start(self) -> None:
         """Load the stored workers and follow the backend's watch from that revision. A
@@ -878,9 +880,8 @@ class Registry:
 
     def state(self) -> RegistryState:
         merged = self.workers()
-        return RegistryState(
-            tuple(merged[k] for k in sorted(merged)), self.web_api, self.route_config_name
-        )
+        ordered = tuple(map(merged.__getitem__, self._order.update(merged.keys())))
+        return RegistryState(ordered, self.web_api, self.route_config_name)
 
     async def put(self, worker: Worker) -> tuple[bool, bool]:
         """Store a worker; returns (created, changed) once the local view holds it."""

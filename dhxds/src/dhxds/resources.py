@@ -35,6 +35,7 @@ class RegistryState:
 _IPV4_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
+@lru_cache(maxsize=1 << 16)  # called per worker and change; a regex match costs more
 def is_ip(host: str) -> bool:
     # Hosts are validated in model.py, where all-numeric DNS names are refused.
     return ":" in host or _IPV4_RE.match(host) is not None
@@ -248,12 +249,16 @@ def worker_stat_name(worker_id: str) -> str:
 
 
 def build_route_config(state: RegistryState, d: Dialect = V3):
-    """Worker routes first (first match wins), the fallbacks last."""
-    routes: list = []
-    for worker, _hosts in routable_workers(state):
-        routes.extend(worker_routes(worker, d).routes)
-    routes.extend(fallback_routes(d))
-    return d.route_config(
-        name=state.route_config_name,
-        virtual_hosts=[d.virtual_host(name=VIRTUAL_HOST, domains=["*"], routes=routes)],
-    )
+    """v3: the virtual host's matcher (route_matcher.py); v2, or no worker at all: worker
+    routes first (first match wins), the fallbacks last."""
+    workers = [worker for worker, _hosts in routable_workers(state)]
+    vhost = d.virtual_host(name=VIRTUAL_HOST, domains=["*"])
+    if d.api == "v3" and workers:
+        from .route_matcher import matcher  # it builds on this module
+
+        vhost.matcher.CopyFrom(matcher(workers))
+    else:
+        for worker in workers:
+            vhost.routes.extend(worker_routes(worker, d).routes)
+        vhost.routes.extend(fallback_routes(d))
+    return d.route_config(name=state.route_config_name, virtual_hosts=[vhost])
