@@ -63,7 +63,9 @@ EXAMPLES = {
 NO_NEGATIVE = {"/healthz", "/openapi.json"}  # no parameters, no security: nothing to break
 RAW_EXAMPLES = 900
 # Documented rules the OpenAPI patterns do not carry (ids and prefixes without '..').
-UNSCHEMED_RULES = ("without '..'", "'.' or '..' segments")
+# ... and ttl with the SQLite registry (worker leases need state.backend etcd: the daemon's
+# configuration, which the schema cannot carry).
+UNSCHEMED_RULES = ("without '..'", "'.' or '..' segments", "needs state.backend etcd")
 AUTH = ["valid", "valid", "valid", "valid", "generated", "none", "wrong", "scheme", "padded"]
 
 SCALE = float(os.environ.get("DHOPS_FUZZ_SCALE", "1"))  # < 1: a quicker local run (no minimum)
