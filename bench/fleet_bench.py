@@ -18,10 +18,12 @@ import asyncio
 import json
 import os
 import platform
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -454,21 +456,47 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         text=True,
     )
     lines: list[str] = []
+    incoming: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [incoming.put(x.strip()) for x in proc.stdout], daemon=True
+    )
+    reader.start()
 
-    def until(line: str, timeout: float) -> None:
+    def until(line: str, timeout: float) -> bool:
+        """Read the helper's lines until `line` (True) or the timeout (False)."""
         deadline = time.monotonic() + timeout
         while line not in lines:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"fanout: no {line!r} within {timeout}s: {lines[-3:]}")
-            got = proc.stdout.readline().strip()
-            if got:
-                lines.append(got)
-                if got.startswith("synced"):
-                    log(f"fanout: {got} streams")
+            if proc.poll() is not None and incoming.empty():
+                raise RuntimeError(f"fanout helper exited: {lines[-3:]}")
+            try:
+                got = incoming.get(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    return False
+                continue
+            lines.append(got)
+            if got.startswith(("synced", "status")):
+                log(f"fanout: {got}")
+        return True
+
+    def command(text: str) -> None:
+        proc.stdin.write(text + "\n")
+        proc.stdin.flush()
 
     try:
         t0 = time.perf_counter()
-        until("ready", 600)
+        synced, stuck = simulated, None
+        if not until("ready", 240):
+            command("status")
+            until("status", 10)
+            status = next((x for x in reversed(lines) if x.startswith("status")), "")
+            synced = int(status.split("synced=")[1].split()[0]) if status else 0
+            stuck = (
+                f"{simulated - synced} of {simulated} simulated streams never got their "
+                f"initial CDS + RDS within 240 s ({status})"
+            )
+            log(f"fanout: {stuck}; measuring the {synced} that did")
+            command(f"expect {synced}")
         sync_s = time.perf_counter() - t0
         rss_connected = rss_mb(fleet.daemon.proc.pid)
         sent: dict[str, float] = {}
@@ -479,7 +507,8 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
             sent[worker_id] = time.monotonic()
             routed_ms, _put = put_to_routed(fleet.daemon, envoy, worker_id, port, answers)
             envoy_ms.append(routed_ms)
-            until(f"all worker_{worker_id}", 60)
+            if not until(f"all worker_{worker_id}", 60):
+                log(f"fanout: not every stream had worker_{worker_id} within 60 s")
             time.sleep(0.3)
         rss_after = rss_mb(fleet.daemon.proc.pid)
         proc.stdin.close()
@@ -506,6 +535,10 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         "daemon_rss_mb": rss_after[0],
         "daemon_peak_mb": rss_after[1],
         "responses": data["responses"],
+        "synced": synced,
+        "stuck": stuck,
+        "stream_errors": data.get("errors", []),
+        "missing_samples": changes * simulated - len(per_stream),
     }
 
 

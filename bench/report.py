@@ -96,7 +96,13 @@ def targets_rows(results: dict) -> list[list[str]]:
                 f"{fan['envoys']} real Envoy), {fan['workers']:,} workers: "
                 "every stream has a change",
                 f"p99 {fmt(s['p99'], ' ms')} (p50 {fmt(s['p50'], ' ms')}, "
-                f"{fan['changes']} changes); daemon RSS {fmt(fan['daemon_rss_mb'], ' MB', 0)} "
+                f"{fan['changes']} changes"
+                + (
+                    f"; {fan['missing_samples']} stream x change samples never arrived"
+                    if fan.get("missing_samples")
+                    else ""
+                )
+                + f"); daemon RSS {fmt(fan['daemon_rss_mb'], ' MB', 0)} "
                 f"(peak {fmt(fan['daemon_peak_mb'], ' MB', 0)})",
                 "p99 <= 1 s; RSS <= 250 MB",
                 "met"
@@ -279,6 +285,7 @@ def details(results: dict) -> list[str]:
             "the stream's last response naming the new cluster (simulated), or the first request",
             "the new worker answers through Envoy (real).",
             "",
+            *([f"**{fan['stuck']}.**", ""] if fan.get("stuck") else []),
             *table(
                 [
                     "changes",

@@ -5,9 +5,11 @@ bench/fleet_bench.py (its own process, so its CPU does not share a GIL with the 
     python bench/xds_fanout.py --port P --streams 499 --watch worker_a,worker_b --out f.json
 
 Prints `synced <n>` as streams get their initial CDS and RDS, `ready` when all have,
-`all <name>` when every stream has received a response naming cluster <name>; on EOF of
-stdin writes {name: [[type, stream, monotonic seconds], ...]} (the first response of each
-type that named it, per stream) to --out and exits.
+`all <name>` when every stream has received a response naming cluster <name>. Reads
+commands on stdin: `status` (prints how many streams have which initial types),
+`expect <n>` (announce `all` once n streams have a name); on EOF writes
+{name: [[type, stream, monotonic seconds], ...]} (the first response of each type that named
+it, per stream) to --out and exits.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Fanout:
         self.seen: dict[str, dict[tuple[str, int], float]] = {n: {} for n in watch}
         self.announced: set[str] = set()
         self.responses = 0
+        self.errors: list[str] = []
+        self.target = streams  # streams expected to see each change (lowered by `expect`)
 
     def on_response(self, stream: int, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
         now = time.monotonic()
@@ -47,7 +51,7 @@ class Fanout:
             if needle in raw and (kind, stream) not in self.seen[name]:
                 self.seen[name][(kind, stream)] = now
                 streams = {s for (_k, s) in self.seen[name]}
-                if name not in self.announced and len(streams) == self.streams:
+                if name not in self.announced and len(streams) >= self.target:
                     self.announced.add(name)
                     print(f"all {name}", flush=True)
         if stream not in self.synced:
@@ -75,8 +79,17 @@ class Fanout:
                 type_url=RDS, resource_names_subscribe=["rds_config"]
             )
         )
-        async for raw in call:
-            await call.write(self.on_response(index, raw))
+        try:
+            async for raw in call:
+                await call.write(self.on_response(index, raw))
+        except grpc.aio.AioRpcError as exc:
+            self.errors.append(f"stream {index}: {exc.code()} {exc.details()}")
+            print(f"error stream {index}: {exc.code()} {exc.details()}", file=sys.stderr)
+
+    def status(self) -> str:
+        kinds = [",".join(sorted(self.initial.get(i, ()))) or "none" for i in range(self.streams)]
+        counts = {k: kinds.count(k) for k in sorted(set(kinds))}
+        return f"status synced={len(self.synced)} initial={counts} errors={len(self.errors)}"
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -91,10 +104,25 @@ async def main_async(args: argparse.Namespace) -> None:
         for i in range(args.streams)
     ]
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # until the bench closes our stdin
+    while True:  # commands from the bench, until it closes our stdin
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        if line.strip() == "status":
+            print(fan.status(), flush=True)
+        elif line.startswith("expect "):
+            fan.target = int(line.split()[1])
     out = {name: [[k, s, t] for (k, s), t in seen.items()] for name, seen in fan.seen.items()}
     with open(args.out, "w") as handle:
-        json.dump({"seen": out, "responses": fan.responses}, handle)
+        json.dump(
+            {
+                "seen": out,
+                "responses": fan.responses,
+                "synced": len(fan.synced),
+                "errors": fan.errors[:20],
+            },
+            handle,
+        )
     for task in tasks:
         task.cancel()
     for channel in channels:
