@@ -625,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", default=str(ROOT / "reports"))
     parser.add_argument(
+        "--baseline",
+        help="an earlier run's fleet-bench.json: its figures become a 'before' column",
+    )
+    parser.add_argument(
         "--dated",
         default=None,
         help="also write docs/benchmarks/xds-<date>.md (default: full runs)",
@@ -667,13 +671,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"sovereign: {results['sovereign']}")
     results["meta"]["load_end"] = load_average()
     results["meta"]["wall_s"] = time.time() - started
-    write(results, Path(args.output_dir), args.dated if args.dated is not None else not args.quick)
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    dated = args.dated if args.dated is not None else not args.quick
+    write(results, Path(args.output_dir), dated, baseline)
     return 0
 
 
-def write(results: dict, out_dir: Path, dated: bool) -> None:
+def write(results: dict, out_dir: Path, dated: bool, baseline: dict | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = markdown(results)
+    text = markdown(results, baseline)
     (out_dir / "fleet-bench.md").write_text(text)
     (out_dir / "fleet-bench.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"wrote {out_dir / 'fleet-bench.md'} and .json")

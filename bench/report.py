@@ -475,7 +475,22 @@ def details(results: dict) -> list[str]:
     return out
 
 
-def markdown(results: dict) -> str:
+def targets_table(results: dict, baseline: dict | None = None) -> list[str]:
+    """The targets table; with `baseline` (an earlier run's results) a column of its figures,
+    matched by measure."""
+    rows = targets_rows(results)
+    if baseline is None:
+        return table(["measure", "figure", "target", "verdict"], rows)
+    before = {r[0]: r for r in targets_rows(baseline)}
+    label = f"before ({baseline['meta']['commit']}, {baseline['meta']['started']})"
+    merged = []
+    for measure, figure, target, result in rows:
+        old = before.get(measure)
+        merged.append([measure, figure, target, result, f"{old[1]} ({old[3]})" if old else "-"])
+    return table(["measure", "figure", "target", "verdict", label], merged)
+
+
+def markdown(results: dict, baseline: dict | None = None) -> str:
     meta = results["meta"]
     lines = [
         "# dhxds fleet benchmark (issue 10)",
@@ -488,10 +503,19 @@ def markdown(results: dict) -> str:
         "run, not as absolutes across runs). Numbers only; no test asserts a timing.",
         f"Daemon: dhxds at commit {meta['commit']}; Envoy {meta['envoy']} (the envoy role's "
         "own bootstrap, delta ADS, `envoy_worker_cluster_stats: false` unless said otherwise).",
+        *(
+            [
+                f"The last column is the same command on commit {baseline['meta']['commit']} "
+                f"({baseline['meta']['started']}, load average {baseline['meta']['load_start']} "
+                f"-> {baseline['meta']['load_end']}), for comparison."
+            ]
+            if baseline
+            else []
+        ),
         "",
         "## Figures next to the targets of issue 10",
         "",
-        *table(["measure", "figure", "target", "verdict"], targets_rows(results)),
+        *targets_table(results, baseline),
         "",
         *details(results),
     ]

@@ -140,3 +140,25 @@ def test_markdown_says_why_sovereign_was_not_measured():
     text = report.markdown(results)
     assert "not measured: no network" in text
     assert "Not measured: no network" in text
+
+
+def test_baseline_column_matches_figures_by_measure():
+    meta = {
+        "command": "bench/run",
+        "quick": False,
+        "started": "t",
+        "machine": "m",
+        "wall_s": 1.0,
+        "load_start": "1",
+        "load_end": "1",
+        "envoy": "1.40.0",
+    }
+    now = {"meta": {**meta, "commit": "new"}, "latency": [_latency(1000, 20.0)]}
+    before = {
+        "meta": {**meta, "commit": "old"},
+        "latency": [_latency(1000, 150.0), _latency(10000, 900.0)],
+    }
+    lines = report.targets_table(now, before)
+    assert lines[0].endswith("| before (old, t) |")
+    assert len(lines) == 3  # only measures of this run
+    assert "p99 150.0 ms" in lines[2] and lines[2].endswith("(missed) |")
