@@ -486,14 +486,14 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
     try:
         t0 = time.perf_counter()
         synced, stuck = simulated, None
-        if not until("ready", 240):
+        if not until("ready", 150):
             command("status")
             until("status", 10)
             status = next((x for x in reversed(lines) if x.startswith("status")), "")
             synced = int(status.split("synced=")[1].split()[0]) if status else 0
             stuck = (
                 f"{simulated - synced} of {simulated} simulated streams never got their "
-                f"initial CDS + RDS within 240 s ({status})"
+                f"initial CDS + RDS within 150 s ({status})"
             )
             log(f"fanout: {stuck}; measuring the {synced} that did")
             command(f"expect {synced}")
@@ -537,6 +537,7 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         "responses": data["responses"],
         "synced": synced,
         "stuck": stuck,
+        "reconnects": data.get("reconnects", 0),
         "stream_errors": data.get("errors", []),
         "missing_samples": changes * simulated - len(per_stream),
     }

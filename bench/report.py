@@ -286,6 +286,15 @@ def details(results: dict) -> list[str]:
             "the new worker answers through Envoy (real).",
             "",
             *([f"**{fan['stuck']}.**", ""] if fan.get("stuck") else []),
+            *(
+                [
+                    f"**{fan['reconnects']} times a stream was ended by the daemon** and opened "
+                    f"again by its simulated Envoy (first: {fan['stream_errors'][:3]}).",
+                    "",
+                ]
+                if fan.get("reconnects")
+                else []
+            ),
             *table(
                 [
                     "changes",

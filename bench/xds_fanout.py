@@ -67,29 +67,35 @@ class Fanout:
         )
 
     async def stream(self, channel: grpc.aio.Channel, index: int) -> None:
-        call = channel.stream_stream(
-            DELTA_ADS,
-            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
-            response_deserializer=None,
-        )()
+        """One simulated Envoy: like Envoy, it opens the stream again (after 0.5 s, Envoy's
+        base back-off) when the control plane ends it, and counts that."""
         node = {"id": f"fanout-{index}", "cluster": "front-proxy"}
-        await call.write(discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=CDS))
-        await call.write(
-            discovery_pb2.DeltaDiscoveryRequest(
-                type_url=RDS, resource_names_subscribe=["rds_config"]
-            )
-        )
-        try:
-            async for raw in call:
-                await call.write(self.on_response(index, raw))
-        except grpc.aio.AioRpcError as exc:
-            self.errors.append(f"stream {index}: {exc.code()} {exc.details()}")
-            print(f"error stream {index}: {exc.code()} {exc.details()}", file=sys.stderr)
+        while True:
+            call = channel.stream_stream(
+                DELTA_ADS,
+                request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                response_deserializer=None,
+            )()
+            try:
+                await call.write(discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=CDS))
+                await call.write(
+                    discovery_pb2.DeltaDiscoveryRequest(
+                        type_url=RDS, resource_names_subscribe=["rds_config"]
+                    )
+                )
+                async for raw in call:
+                    await call.write(self.on_response(index, raw))
+                detail = "stream ended by the server"
+            except grpc.aio.AioRpcError as exc:
+                detail = f"{exc.code()} {exc.details()}"
+            self.errors.append(f"stream {index}: {detail}")
+            print(f"error stream {index}: {detail}; reconnecting", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.5)
 
     def status(self) -> str:
         kinds = [",".join(sorted(self.initial.get(i, ()))) or "none" for i in range(self.streams)]
         counts = {k: kinds.count(k) for k in sorted(set(kinds))}
-        return f"status synced={len(self.synced)} initial={counts} errors={len(self.errors)}"
+        return f"status synced={len(self.synced)} initial={counts} reconnects={len(self.errors)}"
 
 
 async def main_async(args: argparse.Namespace) -> None:
