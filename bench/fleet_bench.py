@@ -66,6 +66,7 @@ class Profile:
     fanout_changes: int = 5
     throughput_s: float = 3.0
     sovereign_new: int = 50
+    budget_s: float = 14 * 60  # the fan-out does fewer changes rather than run past this
     sections: set[str] = field(
         default_factory=lambda: {
             "latency",
@@ -92,6 +93,7 @@ QUICK = Profile(
     fanout_changes=2,
     throughput_s=1.0,
     sovereign_new=5,
+    budget_s=5 * 60,
 )
 
 
@@ -161,7 +163,9 @@ def classify(resp: requests.Response, port: int) -> str:
     return "web_api" if body["backend"] == "web_api_service" else "wrong"
 
 
-def put_to_routed(daemon: Daemon, envoy: Envoy, worker_id: str, port: int, answers: Counter):
+def put_to_routed(
+    daemon: Daemon, envoy: Envoy, worker_id: str, port: int, answers: Counter, timeout=30
+):
     """PUT sent -> first request through `envoy` answered by the new worker (ms), and the PUT's
     own latency (ms). Probes on one keep-alive connection, ~1 ms apart."""
     session = requests.Session()
@@ -170,7 +174,7 @@ def put_to_routed(daemon: Daemon, envoy: Envoy, worker_id: str, port: int, answe
     resp = daemon.call("PUT", f"/v1/workers/{worker_id}", {"host": HOST, "port": port})
     put_ms = (time.perf_counter() - t0) * 1000
     assert resp.status_code == 201, resp.text
-    deadline = t0 + 30
+    deadline = t0 + timeout
     while True:
         kind = classify(session.get(url, timeout=5), port)
         now = time.perf_counter()
@@ -178,7 +182,7 @@ def put_to_routed(daemon: Daemon, envoy: Envoy, worker_id: str, port: int, answe
         if kind == "new":
             return (now - t0) * 1000, put_ms
         if now > deadline:
-            raise RuntimeError(f"{worker_id} not routable after 30 s")
+            raise RuntimeError(f"{worker_id} not routable after {timeout} s")
         time.sleep(0.001)
 
 
@@ -432,7 +436,9 @@ def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:
     return out
 
 
-def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path) -> dict:
+def fanout(
+    fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path, deadline: float
+) -> dict:
     """`streams - 1` simulated delta-ADS Envoys plus the real one; per change, PUT sent ->
     the stream received it (simulated) or the new worker answers through Envoy (real)."""
     simulated = streams - 1
@@ -503,9 +509,14 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         envoy_ms = []
         answers: Counter[str] = Counter()
         for worker_id in ids:
+            if sent and time.time() > deadline - 90:
+                log(f"fanout: time budget spent after {len(sent)} changes")
+                break
             port = fleet.new_backend(worker_id)
             sent[worker_id] = time.monotonic()
-            routed_ms, _put = put_to_routed(fleet.daemon, envoy, worker_id, port, answers)
+            routed_ms, _put = put_to_routed(
+                fleet.daemon, envoy, worker_id, port, answers, timeout=120
+            )
             envoy_ms.append(routed_ms)
             if not until(f"all worker_{worker_id}", 60):
                 log(f"fanout: not every stream had worker_{worker_id} within 60 s")
@@ -517,7 +528,7 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
     finally:
         stop_process(proc)
     per_stream = []
-    for worker_id in ids:
+    for worker_id in sent:
         latest: dict[int, float] = {}
         for _kind, stream, t in data["seen"][f"worker_{worker_id}"]:
             latest[stream] = max(latest.get(stream, 0.0), t)
@@ -527,7 +538,7 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         "streams": simulated + 1,
         "simulated": simulated,
         "envoys": 1,
-        "changes": changes,
+        "changes": len(sent),
         "initial_sync_s": sync_s,
         "change_ms": summary(per_stream + envoy_ms),
         "envoy_ms": summary(envoy_ms),
@@ -539,20 +550,43 @@ def fanout(fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path
         "stuck": stuck,
         "reconnects": data.get("reconnects", 0),
         "stream_errors": data.get("errors", []),
-        "missing_samples": changes * simulated - len(per_stream),
+        "missing_samples": len(sent) * simulated - len(per_stream),
     }
 
 
-def run_large(workdir: Path, profile: Profile, results: dict) -> None:
+def attempt(results: dict, name: str, fn, *args) -> object | None:
+    """Run one section; a failure is recorded in results["errors"] and the run goes on (every
+    process of the section is stopped by its own finally blocks)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # report it, keep the other sections
+        results.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        log(f"{name} FAILED: {exc}")
+        return None
+
+
+def run_large(workdir: Path, profile: Profile, results: dict, deadline: float) -> None:
     """Every 10,000-worker section on one daemon, in an order where each leaves the next a
     clean state: Envoy memory (stats on, then the kept stats-off Envoy), latency,
     throughput, bytes, PUT latency, burst, then 500 streams."""
     n = profile.large
     fleet = Fleet(workdir / f"fleet-{n}", n).start()
     log(f"daemon with {n} workers up in {fleet.daemon_start_s:.1f} s")
+    sections = profile.sections
+
+    def run(name: str, fn, *args) -> None:
+        if name in sections:
+            value = attempt(results, f"{name} ({n:,} workers)", fn, *args)
+            if value is not None:
+                if name == "latency":
+                    results["latency"].append(value)
+                else:
+                    results[name] = value
+                log(f"{name}: {value.get('put_to_routed_ms', value)}")
+
     try:
         mem: dict = {"workers": n}
-        if "memory" in profile.sections:
+        if "memory" in sections:
             env_on, ready_on = fleet.envoy(envoy_worker_cluster_stats=True)
             mem["stats_on"] = {**envoy_memory(env_on), "ready_s": ready_on}
             env_on.stop()
@@ -561,28 +595,23 @@ def run_large(workdir: Path, profile: Profile, results: dict) -> None:
         envoy, ready_off = fleet.envoy()
         mem["stats_off"] = {**envoy_memory(envoy), "ready_s": ready_off}
         log(f"Envoy, per-cluster stats off: {mem['stats_off']}")
-        if "memory" in profile.sections:
+        if "memory" in sections:
             results["envoy_memory"] = mem
-        if "latency" in profile.sections:
-            results["latency"].append(latency(fleet, envoy, profile.registrations, "lat"))
-            log(f"latency at {n}: {results['latency'][-1]['put_to_routed_ms']}")
-        if "throughput" in profile.sections:
-            results["throughput"] = throughput(fleet, envoy, profile.throughput_s)
-            log(f"throughput: {results['throughput']}")
-        if "bytes" in profile.sections:
-            results["bytes"] = bytes_per_change(fleet)
-            log(f"bytes: {results['bytes']}")
-        if "put" in profile.sections:
-            results["put"] = put_latency(fleet, profile.puts)
-            log(f"put: {results['put']}")
-        if "burst" in profile.sections:
-            results["burst"] = burst(fleet, envoy, profile.burst, profile.burst_window_s)
-            log(f"burst: {results['burst']}")
-        if "fanout" in profile.sections:
-            results["fanout"] = fanout(
-                fleet, envoy, profile.streams, profile.fanout_changes, workdir
-            )
-            log(f"fanout: {results['fanout']}")
+        run("latency", latency, fleet, envoy, profile.registrations, "lat")
+        run("throughput", throughput, fleet, envoy, profile.throughput_s)
+        run("bytes", bytes_per_change, fleet)
+        run("put", put_latency, fleet, profile.puts)
+        run("burst", burst, fleet, envoy, profile.burst, profile.burst_window_s)
+        run(
+            "fanout",
+            fanout,
+            fleet,
+            envoy,
+            profile.streams,
+            profile.fanout_changes,
+            workdir,
+            deadline,
+        )
     finally:
         fleet.stop()
 
@@ -660,16 +689,33 @@ def main(argv: list[str] | None = None) -> int:
         "latency": [],
     }
     log(f"load average {results['meta']['load_start']}; profile {results['meta']['profile']}")
+    # 15 minutes in all: the fan-out's changes stop early when the budget runs out
+    deadline = started + profile.budget_s
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         if "latency" in profile.sections:
-            run_small(Path(tmp), profile, results)
-        run_large(Path(tmp), profile, results)
-        if "sovereign" in profile.sections:
+            attempt(
+                results,
+                f"latency ({profile.small:,} workers)",
+                run_small,
+                Path(tmp),
+                profile,
+                results,
+            )
+        if "sovereign" in profile.sections:  # before the long 10,000-worker part
             from sovereign_peer import compare
 
             small = next((x for x in results["latency"] if x["workers"] == profile.small), None)
             results["sovereign"] = compare(Path(tmp), profile.small, profile.sovereign_new, small)
             log(f"sovereign: {results['sovereign']}")
+        attempt(
+            results,
+            f"{profile.large:,}-worker fleet",
+            run_large,
+            Path(tmp),
+            profile,
+            results,
+            deadline,
+        )
     results["meta"]["load_end"] = load_average()
     results["meta"]["wall_s"] = time.time() - started
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None

@@ -186,6 +186,8 @@ def targets_rows(results: dict) -> list[list[str]]:
                     verdict(ratio, 50, higher_is_better=True),
                 ]
             )
+    for name, message in results.get("errors", {}).items():
+        rows.append([f"section {name}", f"failed: {message}", "-", "n/a"])
     return rows
 
 

@@ -162,3 +162,19 @@ def test_baseline_column_matches_figures_by_measure():
     assert lines[0].endswith("| before (old, t) |")
     assert len(lines) == 3  # only measures of this run
     assert "p99 150.0 ms" in lines[2] and lines[2].endswith("(missed) |")
+
+
+def test_a_failed_section_is_reported_not_hidden():
+    meta = {
+        "command": "bench/run",
+        "quick": False,
+        "started": "t",
+        "machine": "m",
+        "wall_s": 1.0,
+        "load_start": "1",
+        "load_end": "1",
+        "commit": "c",
+        "envoy": "1.40.0",
+    }
+    text = report.markdown({"meta": meta, "errors": {"fanout": "RuntimeError: stuck"}})
+    assert "| section fanout | failed: RuntimeError: stuck | - | n/a |" in text
