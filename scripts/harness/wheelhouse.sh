@@ -22,12 +22,14 @@ target=(--only-binary=:all: --implementation cp --python-version 3.11 --abi cp31
         --platform manylinux_2_36_x86_64 --platform manylinux_2_28_x86_64
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 
-# dhxds' declared dependencies, and the repo's pins as constraints (extras cannot constrain).
+# dhxds' declared dependencies (with its extras: the xds role installs dhxds[etcd] in etcd
+# mode), and the repo's pins as constraints (extras cannot constrain).
 "$python" - "$src/pyproject.toml" >"$work/requirements.txt" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+extras = [d for deps in project["project"].get("optional-dependencies", {}).values() for d in deps]
+print("\n".join(project["project"]["dependencies"] + extras + project["build-system"]["requires"]))
 PY
 grep -v '\[' "$DHOPS_REPO_ROOT/requirements-dev.txt" | sed 's/#.*//' | grep . >"$work/constraints.txt"
 

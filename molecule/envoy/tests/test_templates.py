@@ -54,26 +54,38 @@ def tls_files(tmp_path_factory):
         .not_valid_after(now + datetime.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
+    (directory / "cert.pem").write_bytes(cert_pem)
+    (directory / "key.pem").write_bytes(key_pem)
+    # The mTLS client files where the role deploys them (<envoy_config_dir>/xds-tls/).
+    (directory / "xds-tls").mkdir()
+    for name, content in {"ca.pem": cert_pem, "cert.pem": cert_pem, "key.pem": key_pem}.items():
+        (directory / "xds-tls" / name).write_bytes(content)
     return {
+        "envoy_config_dir": str(directory),
         "envoy_tls_cert_path": str(directory / "cert.pem"),
         "envoy_tls_key_path": str(directory / "key.pem"),
         "envoy_access_log_path": str(directory / "access.log"),
     }
 
 
+# Controller paths: the template only needs them set (the files are under envoy_config_dir).
+XDS_MTLS = {
+    "envoy_xds_tls_ca_file": "ca.pem",
+    "envoy_xds_tls_cert_file": "cert.pem",
+    "envoy_xds_tls_key_file": "key.pem",
+}
 VERSIONS = ["1.36.4", "1.40.0"]
 V3_VARIANTS = {
     "tls-all-options": ALL_OPTIONS,
     "plain-http": {"envoy_tls_enabled": False, "envoy_xds_hosts": ["127.0.0.1"]},
     "separate-streams": {"envoy_xds_use_ads": False, "envoy_xds_hosts": ["127.0.0.1"]},
+    "xds-mtls-replicas": {"envoy_xds_hosts": ["127.0.0.1", "127.0.0.2"], **XDS_MTLS},
 }
 
 
@@ -81,6 +93,7 @@ V3_VARIANTS = {
 def rendered(tmp_path_factory, tls_files):
     variants = {
         "v2-ads": {"envoy_version": "1.12.2", **ALL_OPTIONS},
+        "v2-mtls": {"envoy_version": "1.12.2", "envoy_config_dir": "/etc/envoy", **XDS_MTLS},
         "v2-separate": {
             "envoy_version": "1.12.2",
             "envoy_xds_use_ads": False,
@@ -199,3 +212,37 @@ def test_v3_template_validates_with_real_envoy(rendered, version, variant):
             "resource_api_version": "V3",
             "initial_fetch_timeout": "15s",
         }
+
+
+def test_v3_mtls_to_dhxds_is_an_upstream_tls_context_on_xds_service(rendered):
+    """Validated by real Envoy above; here: every replica is an endpoint, TLS with the pair."""
+    for version in VERSIONS:
+        config = yaml.safe_load(rendered[1][f"v3-xds-mtls-replicas-{version}"])
+        (xds,) = config["static_resources"]["clusters"]
+        endpoints = xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        addresses = [e["endpoint"]["address"]["socket_address"]["address"] for e in endpoints]
+        assert addresses == ["127.0.0.1", "127.0.0.2"]
+        tls = xds["transport_socket"]["typed_config"]
+        assert tls["@type"].endswith("tls.v3.UpstreamTlsContext")
+        context = tls["common_tls_context"]
+        assert context["alpn_protocols"] == ["h2"]
+        (pair,) = context["tls_certificates"]
+        assert pair["private_key"]["filename"].endswith("/xds-tls/key.pem")
+        assert context["validation_context"]["trusted_ca"]["filename"].endswith("/xds-tls/ca.pem")
+    plain = yaml.safe_load(rendered[1][f"v3-tls-all-options-{VERSIONS[0]}"])
+    assert "transport_socket" not in plain["static_resources"]["clusters"][0]
+
+
+def test_v2_mtls_to_dhxds_is_a_tls_context_on_xds_service(rendered):
+    config = yaml.safe_load(rendered[1]["v2-mtls"])
+    (xds,) = config["static_resources"]["clusters"]
+    context = xds["tls_context"]["common_tls_context"]
+    assert context["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": "/etc/envoy/xds-tls/cert.pem"},
+            "private_key": {"filename": "/etc/envoy/xds-tls/key.pem"},
+        }
+    ]
+    ca = {"filename": "/etc/envoy/xds-tls/ca.pem"}
+    assert context["validation_context"] == {"trusted_ca": ca}
+    assert "@type" not in rendered[1]["v2-mtls"]
