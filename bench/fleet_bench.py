@@ -655,6 +655,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", default=str(ROOT / "reports"))
     parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: write the reports again from a run's fleet-bench.json",
+    )
+    parser.add_argument(
+        "--daemon-src",
+        metavar="DIR",
+        help="run the daemon from this dhxds source tree (e.g. an older commit's dhxds/src, "
+        "via PYTHONPATH) to measure a baseline",
+    )
+    parser.add_argument(
         "--baseline",
         help="an earlier run's fleet-bench.json: its figures become a 'before' column",
     )
@@ -665,6 +676,16 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
     )
     args = parser.parse_args(argv)
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        write(results, Path(args.output_dir), bool(args.dated), baseline)
+        return 0
+    if args.daemon_src:
+        src = Path(args.daemon_src).resolve()
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(src), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
     profile = QUICK if args.quick else FULL
     if args.only:
         profile.sections = set(args.only.split(","))
@@ -682,7 +703,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}",
             "load_start": load_average(),
-            "commit": git_commit(),
+            "commit": git_commit()
+            + (f" (daemon from {args.daemon_src})" if args.daemon_src else ""),
             "envoy": ENVOY_MAIN,
             "profile": {k: v for k, v in vars(profile).items() if k != "sections"},
         },
@@ -718,7 +740,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     results["meta"]["load_end"] = load_average()
     results["meta"]["wall_s"] = time.time() - started
-    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     dated = args.dated if args.dated is not None else not args.quick
     write(results, Path(args.output_dir), dated, baseline)
     return 0
