@@ -524,6 +524,8 @@ def markdown(results: dict, baseline: dict | None = None) -> str:
             else []
         ),
         "",
+        *(f"Note: {note}" for note in meta.get("notes", [])),
+        "",
         "## Figures next to the targets of issue 10",
         "",
         *targets_table(results, baseline),

@@ -389,7 +389,10 @@ class XdsClient:
             else (discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse)
         )
         self.request = request
-        self.channel = grpc.insecure_channel(f"{HOST}:{port}")
+        # Envoy takes any size; a full RDS at 10,000 workers is ~7 MB (gRPC's default: 4 MB)
+        self.channel = grpc.insecure_channel(
+            f"{HOST}:{port}", options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        )
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()
         call = self.channel.stream_stream(
