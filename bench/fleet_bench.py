@@ -418,19 +418,36 @@ async def _burst(fleet: Fleet, envoy: Envoy, ids: list[str], window: float) -> d
     }
 
 
+def envoy_stat(envoy: Envoy, name: str, timeout: float = 120) -> int:
+    """One Envoy counter; the admin API shares Envoy's main thread with applying xDS updates,
+    so it can be slow to answer right after a run of route updates."""
+    text = requests.get(
+        f"http://{HOST}:{envoy.admin_port}/stats?filter=^{name}$", timeout=timeout
+    ).text
+    for line in text.splitlines():
+        key, _sep, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
+
+
 def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:
     ids = [f"burst{i}" for i in range(count)]
     for worker_id in ids:
         fleet.new_backend(worker_id)
-    cds0 = envoy.stat("cluster_manager.cds.update_success")
-    rds0 = envoy.stat("http.ingress_http.rds.rds_config.update_success")
+    t0 = time.perf_counter()
+    cds0 = envoy_stat(envoy, "cluster_manager.cds.update_success")
+    settle_s = time.perf_counter() - t0  # Envoy still busy with earlier updates
+    rds0 = envoy_stat(envoy, "http.ingress_http.rds.rds_config.update_success")
     pushes0 = daemon_pushes(fleet.daemon)
     out = asyncio.run(_burst(fleet, envoy, ids, window))
     time.sleep(1)
     out.update(
         workers=fleet.workers,
-        envoy_cds_updates=envoy.stat("cluster_manager.cds.update_success") - cds0,
-        envoy_rds_updates=envoy.stat("http.ingress_http.rds.rds_config.update_success") - rds0,
+        envoy_cds_updates=envoy_stat(envoy, "cluster_manager.cds.update_success") - cds0,
+        envoy_rds_updates=envoy_stat(envoy, "http.ingress_http.rds.rds_config.update_success")
+        - rds0,
+        envoy_admin_wait_before_s=settle_s,
         daemon_pushes=int(daemon_pushes(fleet.daemon) - pushes0),
     )
     return out
