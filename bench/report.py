@@ -333,7 +333,9 @@ def details(results: dict) -> list[str]:
         out += [
             f"## Burst: {burst['count']:,} registrations at {burst['workers']:,} workers",
             "",
-            "PUTs are started on a fixed schedule over the window (up to 64 in flight); a",
+            "PUTs are started on a fixed schedule over the window (up to 64 in flight; `PUTs",
+            "spread over` is until the last one returned, longer when the daemon cannot take",
+            "them that fast); a",
             "sweeper requests every not-yet-routable new worker through Envoy (8 in flight)",
             "until each answered from its own port. Pushes: Envoy's own cds / rds",
             "update_success counters over the burst (one Envoy connected), and the daemon's",
@@ -370,9 +372,14 @@ def details(results: dict) -> list[str]:
         out += [
             "## Throughput to the first vs the last worker",
             "",
-            f"Envoy's route table in match order has {thr['ordered_routes']:,} worker routes"
-            f" (0: a matcher, not a list). `{thr['first']}` is the first, `{thr['last']}` the",
-            "last. 8 keep-alive connections from one Python (aiohttp) client, rounds alternated;",
+            (
+                f"Envoy's route table is an ordered list of {thr['ordered_routes']:,} worker "
+                f"routes: `{thr['first']}` is matched first, `{thr['last']}` last."
+                if thr["ordered_routes"]
+                else "Envoy's routes are a matcher (no ordered list): "
+                f"`{thr['first']}` vs `{thr['last']}`, the first and the last worker by id."
+            ),
+            "8 keep-alive connections from one Python (aiohttp) client, rounds alternated;",
             "the client is the limit when the route lookup is cheap, so the ratio is what counts.",
             "",
             *table(
