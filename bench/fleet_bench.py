@@ -418,17 +418,10 @@ async def _burst(fleet: Fleet, envoy: Envoy, ids: list[str], window: float) -> d
     }
 
 
-def envoy_stat(envoy: Envoy, name: str, timeout: float = 120) -> int:
-    """One Envoy counter; the admin API shares Envoy's main thread with applying xDS updates,
-    so it can be slow to answer right after a run of route updates."""
-    text = requests.get(
-        f"http://{HOST}:{envoy.admin_port}/stats?filter=^{name}$", timeout=timeout
-    ).text
-    for line in text.splitlines():
-        key, _sep, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
+def envoy_stat(envoy: Envoy, name: str) -> int:
+    """Envoy's admin API shares its main thread with applying xDS updates, so it can be slow
+    to answer right after a run of route updates."""
+    return envoy.stat(name, timeout=120)
 
 
 def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:

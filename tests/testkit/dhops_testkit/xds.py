@@ -323,9 +323,11 @@ class Envoy:
         timeout = kw.pop("timeout", 5)
         return requests.get(self.url + path, timeout=timeout, **kw)
 
-    def stat(self, name: str) -> int:
+    def stat(self, name: str, timeout: float = 5) -> int:
+        """One counter or gauge (0 when absent). The admin API shares Envoy's main thread with
+        applying xDS updates: give a longer `timeout` right after many updates."""
         text = requests.get(
-            f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=5
+            f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=timeout
         ).text
         for line in text.splitlines():
             key, _sep, value = line.partition(": ")

@@ -52,6 +52,21 @@ def test_table_escapes_pipes():
     assert lines == ["| a | b |", "|---|---|", "| x\\|y | 2 |"]
 
 
+def _meta(**fields):
+    return {
+        "command": "bench/run",
+        "quick": False,
+        "started": "t",
+        "machine": "m",
+        "wall_s": 1.0,
+        "load_start": "1",
+        "load_end": "1",
+        "commit": "c",
+        "envoy": "1.40.0",
+        **fields,
+    }
+
+
 def _latency(workers, p99, five_xx=0, wrong=0):
     s = {"n": 50, "p50": p99 / 2, "p90": p99, "p99": p99, "max": p99}
     return {
@@ -67,17 +82,7 @@ def _latency(workers, p99, five_xx=0, wrong=0):
 
 def test_markdown_puts_each_figure_next_to_its_target():
     results = {
-        "meta": {
-            "command": "bench/run",
-            "quick": False,
-            "started": "2026-11-29 22:30 UTC",
-            "machine": "x86_64, 2 cores",
-            "wall_s": 600.0,
-            "load_start": "5.00 4.00 3.00",
-            "load_end": "6.00 5.00 4.00",
-            "commit": "abc1234",
-            "envoy": "1.40.0",
-        },
+        "meta": _meta(load_start="5.00 4.00 3.00", load_end="6.00 5.00 4.00"),
         "latency": [_latency(1000, 20.0), _latency(10000, 80.0, five_xx=1)],
         "bytes": {
             "workers": 10000,
@@ -124,17 +129,7 @@ def test_markdown_puts_each_figure_next_to_its_target():
 
 def test_markdown_says_why_sovereign_was_not_measured():
     results = {
-        "meta": {
-            "command": "bench/run --quick",
-            "quick": True,
-            "started": "now",
-            "machine": "m",
-            "wall_s": 50.0,
-            "load_start": "1 1 1",
-            "load_end": "1 1 1",
-            "commit": "c",
-            "envoy": "1.40.0",
-        },
+        "meta": _meta(command="bench/run --quick", quick=True),
         "sovereign": {"error": "no network", "workers": 1000, "count": 50},
     }
     text = report.markdown(results)
@@ -143,19 +138,9 @@ def test_markdown_says_why_sovereign_was_not_measured():
 
 
 def test_baseline_column_matches_figures_by_measure():
-    meta = {
-        "command": "bench/run",
-        "quick": False,
-        "started": "t",
-        "machine": "m",
-        "wall_s": 1.0,
-        "load_start": "1",
-        "load_end": "1",
-        "envoy": "1.40.0",
-    }
-    now = {"meta": {**meta, "commit": "new"}, "latency": [_latency(1000, 20.0)]}
+    now = {"meta": _meta(commit="new"), "latency": [_latency(1000, 20.0)]}
     before = {
-        "meta": {**meta, "commit": "old"},
+        "meta": _meta(commit="old"),
         "latency": [_latency(1000, 150.0), _latency(10000, 900.0)],
     }
     lines = report.targets_table(now, before)
@@ -165,16 +150,5 @@ def test_baseline_column_matches_figures_by_measure():
 
 
 def test_a_failed_section_is_reported_not_hidden():
-    meta = {
-        "command": "bench/run",
-        "quick": False,
-        "started": "t",
-        "machine": "m",
-        "wall_s": 1.0,
-        "load_start": "1",
-        "load_end": "1",
-        "commit": "c",
-        "envoy": "1.40.0",
-    }
-    text = report.markdown({"meta": meta, "errors": {"fanout": "RuntimeError: stuck"}})
+    text = report.markdown({"meta": _meta(), "errors": {"fanout": "RuntimeError: stuck"}})
     assert "| section fanout | failed: RuntimeError: stuck | - | n/a |" in text
