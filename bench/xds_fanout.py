@@ -125,6 +125,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 "seen": out,
                 "responses": fan.responses,
                 "synced": len(fan.synced),
+                "reconnects": len(fan.errors),
                 "errors": fan.errors[:20],
             },
             handle,
