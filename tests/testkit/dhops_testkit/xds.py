@@ -323,9 +323,11 @@ class Envoy:
         timeout = kw.pop("timeout", 5)
         return requests.get(self.url + path, timeout=timeout, **kw)
 
-    def stat(self, name: str) -> int:
+    def stat(self, name: str, timeout: float = 5) -> int:
+        """One counter or gauge (0 when absent). The admin API shares Envoy's main thread with
+        applying xDS updates: give a longer `timeout` right after many updates."""
         text = requests.get(
-            f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=5
+            f"http://{HOST}:{self.admin_port}/stats?filter=^{name}$", timeout=timeout
         ).text
         for line in text.splitlines():
             key, _sep, value = line.partition(": ")
@@ -389,7 +391,10 @@ class XdsClient:
             else (discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse)
         )
         self.request = request
-        self.channel = grpc.insecure_channel(f"{HOST}:{port}")
+        # Envoy takes any size; a full RDS at 10,000 workers is ~7 MB (gRPC's default: 4 MB)
+        self.channel = grpc.insecure_channel(
+            f"{HOST}:{port}", options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+        )
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()
         call = self.channel.stream_stream(
