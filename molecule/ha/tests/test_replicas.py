@@ -2,7 +2,6 @@
 a registration through either replica is routed by every Envoy, both replicas serve the same
 versions, and losing a replica loses no request and no registration."""
 
-import pathlib
 import threading
 
 from conftest import (
@@ -12,13 +11,11 @@ from conftest import (
     connected_replica,
     log_of,
     put_worker,
-    run_playbook,
     wait_for,
     xds_versions,
 )
 
 OTHER = {"A": "B", "B": "A"}
-PREFLIGHT = pathlib.Path(__file__).parent / "preflight.yml"
 
 
 def test_replicas_run_in_etcd_mode_with_the_etcd_client(hosts):
@@ -63,20 +60,6 @@ def test_both_replicas_serve_the_same_versions():
         lambda: (a := xds_versions("A")) == xds_versions("B") and a, 30, "the same versions"
     )
     assert all(versions), versions
-
-
-def test_refused_without_etcd_or_without_ads():
-    """Two xds hosts on SQLite, or an Envoy without ADS in front of two replicas: refused by
-    the roles' preflight checks with the fix in the message."""
-    result = run_playbook(str(PREFLIGHT), "-e", '{"xds_state_backend": "sqlite"}')
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "2 dhxds hosts (ha-1, ha-2) need a shared registry" in output
-    assert "Set xds_state_backend=etcd" in output
-    result = run_playbook(str(PREFLIGHT), "-e", '{"envoy_xds_use_ads": false}')
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "separate CDS and RDS streams may reach different replicas" in output
 
 
 def test_losing_a_replica_loses_no_request_and_no_registration(hosts, token):
