@@ -46,6 +46,21 @@ def check_worker_id(worker_id):
         )
 
 
+# Worker leases: the same range as dhxds.model.TTL_MIN / TTL_MAX (asserted by a unit test).
+TTL_MIN = 2
+TTL_MAX = 86400
+
+
+def check_ttl(ttl):
+    """A worker lease in seconds (the daemon's rule); None means no lease."""
+    if ttl is None:
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise ApiError("ttl must be an integer number of seconds (%d-%d)" % (TTL_MIN, TTL_MAX))
+    if not TTL_MIN <= ttl <= TTL_MAX:
+        raise ApiError("ttl %d is outside %d-%d seconds" % (ttl, TTL_MIN, TTL_MAX))
+
+
 def check_envoy_prefix(prefix):
     if not ENVOY_PREFIX_RE.fullmatch(prefix or "") or len(prefix) > 256:
         raise ApiError(

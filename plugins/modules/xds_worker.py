@@ -50,6 +50,8 @@ options:
     description:
       - File on the host running the module that holds the token, for example
         C(/etc/dhxds/api-token). Surrounding whitespace is ignored.
+      - The daemon's token file may list several tokens, one per line (blank lines and
+        C(#) comments ignored) while tokens are rotated; the module sends the last one.
     type: path
   id:
     description:
@@ -97,6 +99,17 @@ options:
     description:
       - Server name to send. Only with O(tls=true); the task fails otherwise.
     type: str
+  ttl:
+    description:
+      - Worker lease in seconds (2-86400). The daemon removes the worker by itself unless it
+        is registered again within this time, so a worker whose dispatcher died goes away.
+      - Every run of a task with O(ttl) renews the lease (a PUT of the worker, also when
+        nothing else changed; C(changed) stays false then). Check mode renews nothing.
+      - Needs the daemon's etcd registry (C(state.backend=etcd)); the SQLite registry refuses
+        it and the task fails with the daemon's message.
+      - Left out, the worker stays until it is removed; leaving it out on a worker that has
+        one removes the lease.
+    type: int
   state:
     description:
       - V(present) registers or updates the worker; V(absent) removes it.
@@ -234,11 +247,21 @@ from ansible_collections.dhops.envoy.plugins.module_utils.xds_api import (  # no
     canonical_host,
     check_envoy_prefix,
     check_host,
+    check_ttl,
     check_worker_id,
 )
 
 # Fields the task decides; anything else the daemon returns (e.g. "static") is not compared.
-COMPARED = ("host", "port", "envoy_prefix", "strip_prefix", "upstream_protocol", "tls", "tls_sni")
+COMPARED = (
+    "host",
+    "port",
+    "envoy_prefix",
+    "strip_prefix",
+    "upstream_protocol",
+    "tls",
+    "tls_sni",
+    "ttl",
+)
 
 
 def desired_worker(params):
@@ -253,6 +276,8 @@ def desired_worker(params):
     }
     if params["tls_sni"]:
         worker["tls_sni"] = params["tls_sni"]
+    if params["ttl"] is not None:
+        worker["ttl"] = params["ttl"]
     return worker
 
 
@@ -270,6 +295,7 @@ def check_params(params):
         raise ApiError("port %d is outside 1-65535" % params["port"])
     if params["envoy_prefix"] is not None:
         check_envoy_prefix(params["envoy_prefix"])
+    check_ttl(params["ttl"])
     if params["tls_sni"] is not None:
         if not params["tls"]:
             raise ApiError("tls_sni is set but tls is false: set tls: true to use tls_sni")
@@ -302,12 +328,15 @@ def read_token(module):
         return None
     try:
         with open(path) as handle:
-            token = handle.read().strip()
+            lines = handle.read().splitlines()
     except OSError as exc:
         module.fail_json(msg="cannot read token_file %s: %s" % (path, exc.strerror or exc))
-    if not token:
+    # The daemon's api.token_file may list several tokens (rotation); the last one is the
+    # newest. Blank lines and '#' comments are ignored, as the daemon does.
+    tokens = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not tokens:
         module.fail_json(msg="token_file %s is empty" % path)
-    return token
+    return tokens[-1]
 
 
 def as_text(worker):
@@ -334,6 +363,7 @@ def main():
             ),
             tls=dict(type="bool", default=False),
             tls_sni=dict(type="str"),
+            ttl=dict(type="int"),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             validate_certs=dict(type="bool", default=True),
             ca_path=dict(type="path"),
@@ -374,6 +404,9 @@ def main():
             if module.check_mode:
                 after = desired if changed else current
             elif changed:
+                after, pending = api.put_worker(worker_id, desired, wait_timeout)
+            elif params["ttl"] is not None:
+                # Unchanged, but a lease is renewed by registering again.
                 after, pending = api.put_worker(worker_id, desired, wait_timeout)
             elif waiting:
                 pending = api.wait_routable(worker_id, wait_timeout)

@@ -11,15 +11,18 @@ import hmac
 import json
 import logging
 import math
+import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from . import openapi
+from .config import ConfigError, read_tokens
 from .metrics import Metrics
 from .model import ValidationError, Worker, validate_worker_id
-from .registry import Conflict, Registry, RegistryError, Unavailable
+from .registry import TTL_NEEDS_ETCD, Conflict, Registry, RegistryError, Unavailable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,6 +57,75 @@ class XdsView(Protocol):
         and then reports every node in nodes() as pending."""
 
 
+class Tokens:
+    """The accepted bearer tokens. From api.token_file (`Tokens.from_file`) the file is
+    checked for changes (inode, size, mtime) at most once a second, when a request needs a
+    token, and re-read when it changed: rotation without a restart. A file that cannot be
+    read or holds no token keeps the tokens read before (WARNING, and /healthz says why).
+    Tokens never reach a log or a message; comparison is constant-time per token and every
+    token is compared."""
+
+    CHECK_S = 1.0
+
+    def __init__(self, tokens: tuple[str, ...] | str, path: str | None = None) -> None:
+        self._tokens = self._encode((tokens,) if isinstance(tokens, str) else tokens)
+        self.path = path
+        self.problem: str | None = None
+        self._checked = time.monotonic()
+        self._signature = self._stat() if path else None
+
+    @staticmethod
+    def _encode(tokens: tuple[str, ...]) -> tuple[bytes, ...]:
+        if not tokens or not all(tokens):
+            raise ConfigError("at least one non-empty API token is needed")
+        return tuple(t.encode() for t in tokens)
+
+    @classmethod
+    def from_file(cls, path: str) -> Tokens:
+        return cls(read_tokens(path), path)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def _stat(self) -> tuple[int, ...] | None:
+        assert self.path is not None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._checked < self.CHECK_S):
+            return
+        self._checked = now
+        signature = self._stat()
+        if signature == self._signature and not force:
+            return
+        self._signature = signature
+        try:
+            tokens = self._encode(read_tokens(self.path))
+        except ConfigError as exc:
+            problem = f"{exc}; still accepting the {len(self._tokens)} token(s) read before"
+            if problem != self.problem:
+                log.warning("%s", problem)
+            self.problem = problem
+            return
+        if tokens != self._tokens:
+            log.info("api.token_file %s re-read: %d token(s) accepted", self.path, len(tokens))
+        elif self.problem:
+            log.info("api.token_file %s readable again", self.path)
+        self._tokens, self.problem = tokens, None
+
+    def accepts(self, presented: bytes) -> bool:
+        self.refresh()
+        match = False
+        for token in self._tokens:  # no early exit: the time does not tell which one matched
+            match |= hmac.compare_digest(presented, token)
+        return match
+
+
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -67,13 +139,13 @@ class Api:
         self,
         registry: Registry,
         metrics: Metrics,
-        token: str,
+        token: str | Tokens,
         xds: XdsView,
         metrics_require_token: bool = True,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
-        self._token = token.encode()
+        self.tokens = token if isinstance(token, Tokens) else Tokens(token)
         self._open = OPEN_PATHS | ({"/metrics"} if not metrics_require_token else set())
         self.xds = xds
         self.ready = False
@@ -122,7 +194,7 @@ class Api:
             return error(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         if scheme.lower() != "bearer" or not presented:
             return error(401, "malformed Authorization header: expected 'Bearer <token>'")
-        if not hmac.compare_digest(presented.strip().encode(), self._token):
+        if not self.tokens.accepts(presented.strip().encode()):
             log.warning("rejected API request with a wrong token from %s", request.remote)
             return error(401, "invalid bearer token")
         return await handler(request)
@@ -130,8 +202,9 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         if not self.ready:
             return error(503, "starting")
+        self.tokens.refresh()
         body: dict[str, Any] = {"status": "ok", "workers": len(self.registry.workers())}
-        degraded = self.registry.degraded
+        degraded = "; ".join(p for p in (self.registry.degraded, self.tokens.problem) if p)
         if degraded:
             # Still 200: the daemon serves; monitoring reads "status" and "reason".
             body.update(status="degraded", reason=degraded)
@@ -179,6 +252,8 @@ class Api:
             return rej.response()
         except ValidationError as exc:
             return error(400, str(exc))
+        if worker.ttl is not None and not self.registry.backend.supports_ttl:
+            return error(400, TTL_NEEDS_ETCD)
         try:
             created, _changed = await self.registry.put(worker)
         except Conflict as exc:
@@ -284,7 +359,9 @@ def _wait_timeout(request: web.Request) -> float | None:
         raise _Reject(400, "timeout applies only with wait=routable")
     text = query["timeout"]
     try:
-        timeout = float(text) if len(text) <= 20 else math.nan
+        # A double's shortest repr is up to 24 characters ('2.2250738585072014e-308'); the
+        # cap only keeps absurdly long strings out of float().
+        timeout = float(text) if len(text) <= 64 else math.nan
     except ValueError:
         timeout = math.nan
     if not (math.isfinite(timeout) and 0 <= timeout <= WAIT_TIMEOUT_MAX):

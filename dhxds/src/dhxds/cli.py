@@ -14,7 +14,7 @@ import urllib.parse
 
 from . import __version__
 from .client import ApiClient, ApiError
-from .config import Config, ConfigError, load_config, read_token, split_listen
+from .config import Config, ConfigError, check_files, load_config, read_token, split_listen
 from .model import UPSTREAM_PROTOCOLS
 
 DEFAULT_CONFIG = "/etc/dhxds/config.yml"
@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--upstream-protocol", choices=UPSTREAM_PROTOCOLS)
     add.add_argument("--tls", action="store_true", help="connect to the worker with TLS")
     add.add_argument("--tls-sni")
+    add.add_argument(
+        "--ttl",
+        type=int,
+        help="worker lease in seconds (2-86400, etcd registry only): the worker goes away by "
+        "itself unless added again within this time",
+    )
     add.add_argument(
         "--wait",
         action="store_true",
@@ -161,6 +167,7 @@ def _workers(args: argparse.Namespace) -> int:
         for w in workers:
             flags = [w["upstream_protocol"]] + ["tls"] * w["tls"] + ["static"] * w["static"]
             flags += [] if w["strip_prefix"] else ["no-strip"]
+            flags += [f"ttl={w['ttl']}s"] if w.get("ttl") else []
             upstream = f"{w['host']}:{w['port']}"
             print(f"{w['id']:<24} {upstream:<28} {w['envoy_prefix']:<32} {','.join(flags)}")
         return 0
@@ -182,6 +189,8 @@ def _workers(args: argparse.Namespace) -> int:
         body["tls"] = True
     if args.tls_sni:
         body["tls_sni"] = args.tls_sni
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
     path = _worker_path(args.id)
     if args.wait:
         path += f"?wait=routable&timeout={args.timeout:g}"
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             config = load_config(args.config)
             if args.check:
-                read_token(config.token_file)
+                check_files(config)
                 print(f"{args.config}: OK")
                 return 0
             # grpc, aiohttp and the Envoy protos load only for the daemon: the CLI stays quick.

@@ -14,7 +14,7 @@ from .model import Upstream, ValidationError, Worker, validate_host, validate_po
 
 # key -> allowed sub-keys (None: a scalar or list)
 SCHEMA: dict[str, set[str] | None] = {
-    "xds": {"listen"},
+    "xds": {"listen", "tls"},
     "api": {"listen", "token_file", "metrics_require_token"},
     "state": {"path", "backend", "etcd"},
     "route_config_name": None,
@@ -29,6 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 WEB_API_SERVICE_PROTOCOL = "http1"
 STATE_BACKENDS = ("sqlite", "etcd")
 ETCD_KEYS = {"endpoints", "prefix", "ca_file", "cert_file", "key_file"}
+XDS_TLS_KEYS = ("cert_file", "key_file", "client_ca_file")
 
 
 class ConfigError(ValueError):
@@ -47,8 +48,19 @@ class EtcdSettings:
 
 
 @dataclass(frozen=True)
+class XdsTls:
+    """`xds.tls`: the gRPC xDS listener speaks TLS and requires a client certificate signed by
+    client_ca_file (mutual TLS between Envoy and dhxds)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str
+
+
+@dataclass(frozen=True)
 class Config:
     xds_listen: str = "127.0.0.1:8124"
+    xds_tls: XdsTls | None = None
     api_listen: str = "127.0.0.1:8125"
     token_file: str = "/etc/dhxds/api-token"  # noqa: S105 - a path, not a secret
     metrics_require_token: bool = True
@@ -124,6 +136,8 @@ def parse_config(data: object) -> Config:
         "log_level": str(data.get("log_level", defaults.log_level)).upper(),
     }
     split_listen(values["xds_listen"], "xds.listen")
+    if "tls" in xds:
+        values["xds_tls"] = _xds_tls(xds["tls"])
     split_listen(values["api_listen"], "api.listen")
     metrics_token = api.get("metrics_require_token", True)
     if not isinstance(metrics_token, bool):
@@ -150,6 +164,53 @@ def parse_config(data: object) -> Config:
             raise ConfigError(f"web_api_service: {exc}") from exc
     values["static_workers"] = _static_workers(data.get("static_workers", []))
     return Config(**values)
+
+
+def _xds_tls(data: object) -> XdsTls:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "xds.tls must be a mapping {cert_file, key_file, client_ca_file} (all three)"
+        )
+    unknown = sorted(map(str, set(data) - set(XDS_TLS_KEYS)))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in xds.tls: {', '.join(unknown)} (known: {', '.join(XDS_TLS_KEYS)})"
+        )
+    missing = [key for key in XDS_TLS_KEYS if key not in data]
+    if missing:
+        raise ConfigError(
+            f"xds.tls needs {', '.join(missing)}: the xDS listener requires client certificates "
+            "(mutual TLS), so cert_file, key_file and client_ca_file go together"
+        )
+    return XdsTls(**{key: _string(data[key], f"xds.tls.{key}") for key in XDS_TLS_KEYS})
+
+
+def read_pem(path: str, key: str, marker: str = "-----BEGIN ") -> bytes:
+    """A PEM file named by config key `key` (ConfigError naming key and file)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {key} {path}: {exc.strerror}") from exc
+    if marker.encode() not in data:
+        raise ConfigError(f"{key} {path} is not a PEM file (no '{marker.strip()}' line)")
+    return data
+
+
+def xds_tls_files(tls: XdsTls) -> tuple[bytes, bytes, bytes]:
+    """(certificate chain, private key, client CA) of xds.tls, read and checked."""
+    return (
+        read_pem(tls.cert_file, "xds.tls.cert_file", "-----BEGIN CERTIFICATE"),
+        read_pem(tls.key_file, "xds.tls.key_file"),
+        read_pem(tls.client_ca_file, "xds.tls.client_ca_file", "-----BEGIN CERTIFICATE"),
+    )
+
+
+def check_files(config: Config) -> None:
+    """What `serve --check` and the start read besides the config file: the token file and
+    the xDS TLS files (ConfigError naming the first problem)."""
+    read_tokens(config.token_file)
+    if config.xds_tls is not None:
+        xds_tls_files(config.xds_tls)
 
 
 def _etcd(data: object) -> EtcdSettings:
@@ -241,11 +302,41 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"config file {path}: {exc}") from exc
 
 
-def read_token(path: str) -> str:
+def parse_tokens(text: str, path: str) -> tuple[str, ...]:
+    """The tokens of an api.token_file: one per line; blank lines and '#' comments ignored.
+    Several tokens are all accepted (rotation: add the new line, move the clients, remove the
+    old line). A line with whitespace inside cannot be a bearer token and is refused."""
+    tokens: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if any(ch.isspace() for ch in token) or not token.isprintable():
+            # Never echo the line: it may be a secret with a typo in it.
+            raise ConfigError(
+                f"api.token_file {path} line {number}: a token must be one word of printable "
+                "characters (no spaces inside)"
+            )
+        tokens.append(token)
+    if not tokens:
+        raise ConfigError(
+            f"api.token_file {path} is empty (no token; blank lines and # comments only)"
+        )
+    return tuple(dict.fromkeys(tokens))
+
+
+def read_tokens(path: str) -> tuple[str, ...]:
+    """Every token of api.token_file (ConfigError naming the file when unreadable or empty)."""
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"api.token_file {path} is not UTF-8 text") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read api.token_file {path}: {exc.strerror}") from exc
-    if not token:
-        raise ConfigError(f"api.token_file {path} is empty")
-    return token
+    return parse_tokens(text, path)
+
+
+def read_token(path: str) -> str:
+    """The token a client sends: the LAST token of the file (during a rotation the new one is
+    added below the old one, so clients move to it as soon as it is there)."""
+    return read_tokens(path)[-1]

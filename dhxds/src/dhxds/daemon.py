@@ -9,12 +9,13 @@ import logging
 import signal
 import time
 
+import grpc
 from aiohttp import web
 
 from . import sd_notify
-from .api import Api
+from .api import Api, Tokens
 from .backends import open_state
-from .config import Config, read_token, split_listen
+from .config import Config, split_listen, xds_tls_files
 from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
 from .protocol import XdsCore
@@ -34,13 +35,20 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.tokens = Tokens.from_file(config.token_file)
+        # Read before anything starts: a missing or bad file is one clear line, exit 2.
+        self.xds_credentials: grpc.ServerCredentials | None = None
+        if config.xds_tls is not None:
+            chain, key, client_ca = xds_tls_files(config.xds_tls)
+            self.xds_credentials = grpc.ssl_server_credentials(
+                [(key, chain)], root_certificates=client_ca, require_client_auth=True
+            )
         self.registry = Registry(
             open_state(config),
             config.web_api_service,
             config.route_config_name,
             config.static_workers,
         )
-        self.token = read_token(config.token_file)
         self._encoders = new_encoders()
         self.xds: XdsServer | None = None
         self.resolver: Resolver | None = None
@@ -106,9 +114,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-        grpc_server = await start_grpc(self.xds, self.config.xds_listen)
+        grpc_server = await start_grpc(self.xds, self.config.xds_listen, self.xds_credentials)
         api = Api(
-            self.registry, self.metrics, self.token, self.xds, self.config.metrics_require_token
+            self.registry, self.metrics, self.tokens, self.xds, self.config.metrics_require_token
         )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
@@ -123,8 +131,9 @@ class Daemon:
             api.ready = True
             workers = len(self.registry.workers())
             log.info(
-                "dhxds serving: xDS on %s, API on %s, %d worker(s), state %s",
+                "dhxds serving: xDS on %s%s, API on %s, %d worker(s), state %s",
                 self.config.xds_listen,
+                " (mutual TLS)" if self.xds_credentials else "",
                 self.config.api_listen,
                 workers,
                 self.registry.backend.location,

@@ -32,9 +32,11 @@ from .model import ValidationError, Worker
 from .registry import (
     Change,
     Compacted,
+    ConfigChange,
     Conflict,
     RegistryBackend,
     RegistryError,
+    SharedConfig,
     Stored,
     Unavailable,
 )
@@ -101,6 +103,7 @@ class _Endpoint:
             self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.kv = etcdrpc.KVStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
+        self.lease = etcdrpc.LeaseStub(self.channel)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -120,6 +123,9 @@ def _encode(worker: Worker) -> bytes:
 class EtcdBackend(RegistryBackend):
     """Workers in etcd; see the module docstring and docs/registry.md."""
 
+    supports_ttl = True  # a worker with `ttl`: both of its keys are attached to an etcd lease
+    shares_config = True  # web_api_service + static workers: the key <prefix>config
+
     def __init__(self, settings: EtcdSettings) -> None:
         if etcdrpc is None:
             raise RegistryError(
@@ -130,8 +136,12 @@ class EtcdBackend(RegistryBackend):
         self.settings = settings
         self.location = f"etcd {','.join(settings.endpoints)} prefix {settings.prefix}"
         root = settings.prefix.encode()
+        self._root = root
         self._workers = root + b"workers/"
         self._prefixes = root + b"prefixes/"
+        self._config = root + b"config"
+        self.shared_config: SharedConfig | None = None
+        self._config_problem: str | None = None
         self._credentials: grpc.ChannelCredentials | None = None
         if settings.ca_file or settings.cert_file or settings.key_file:
             self._credentials = grpc.ssl_channel_credentials(
@@ -152,7 +162,7 @@ class EtcdBackend(RegistryBackend):
 
     @property  # type: ignore[override]
     def degraded(self) -> str | None:
-        reasons = [self._problem] if self._problem else []
+        reasons = [r for r in (self._problem, self._config_problem) if r]
         if self._invalid:
             bad = sorted(self._invalid)
             reasons.append(
@@ -208,8 +218,8 @@ class EtcdBackend(RegistryBackend):
         )
 
     @staticmethod
-    def _put(key: bytes, value: bytes) -> Any:
-        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value))
+    def _put(key: bytes, value: bytes, lease: int = 0) -> Any:
+        return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value, lease=lease))
 
     @staticmethod
     def _del(key: bytes) -> Any:
@@ -243,60 +253,161 @@ class EtcdBackend(RegistryBackend):
         stored, owner = (r.response_range.kvs for r in resp.responses)
         return resp.header.revision, stored[0] if stored else None, owner[0] if owner else None
 
+    # --- worker leases (ttl) --------------------------------------------------------------
+    async def _grant(self, ttl: int, worker_id: str) -> int:
+        request = etcdrpc.LeaseGrantRequest(TTL=ttl)
+        resp = await self._call(
+            lambda e: e.lease.LeaseGrant(request, timeout=CALL_TIMEOUT_S),
+            f"grant a lease for worker {worker_id}",
+        )
+        if resp.error:
+            raise RegistryError(f"{self.location}: lease for worker {worker_id}: {resp.error}")
+        return int(resp.ID)
+
+    async def _renew(self, lease: int, worker_id: str) -> bool:
+        """Renew a lease once (LeaseKeepAlive); False when it has expired meanwhile."""
+
+        async def keepalive(endpoint: _Endpoint) -> Any:
+            call = endpoint.lease.LeaseKeepAlive(timeout=CALL_TIMEOUT_S)
+            try:
+                await call.write(etcdrpc.LeaseKeepAliveRequest(ID=lease))
+                return await call.read()
+            finally:
+                call.cancel()
+
+        resp = await self._call(keepalive, f"renew the lease of worker {worker_id}")
+        return resp is not grpc.aio.EOF and resp.TTL > 0
+
+    async def _revoke(self, lease: int) -> None:
+        """Best effort: a lease no key uses any more (it would expire by itself)."""
+        if not lease:
+            return
+        request = etcdrpc.LeaseRevokeRequest(ID=lease)
+        try:
+            await self._call(
+                lambda e: e.lease.LeaseRevoke(request, timeout=CALL_TIMEOUT_S), "revoke a lease"
+            )
+        except RegistryError as exc:  # NOT_FOUND: it expired already
+            log.debug("lease %x not revoked: %s", lease, exc)
+
+    async def _stale_owner(self, owner: Any) -> bool:
+        """A prefixes/<p> key whose worker key is gone (left by an older release or a hand
+        edit) guards nothing: it may be taken over."""
+        resp = await self._range(self._worker_key(owner.value.decode()))
+        if resp.kvs:
+            return False
+        log.warning(
+            "%s: envoy_prefix key %s names worker %s, which is not stored; taking it over",
+            self.location,
+            owner.key.decode(errors="replace"),
+            owner.value.decode(errors="replace"),
+        )
+        return True
+
     # --- the interface -------------------------------------------------------------------
+    def _decode_config(self, value: bytes, revision: int) -> SharedConfig | None:
+        """The stored shared config; an invalid one keeps the last good one (ERROR,
+        degraded) so a hand edit cannot take the web_api_service away."""
+        try:
+            config = SharedConfig.decode(value, f"{self.location} key {self._config.decode()}")
+        except RegistryError as exc:
+            log.error("%s (revision %d); serving the last valid one", exc, revision)
+            self._config_problem = str(exc)
+            return self.shared_config
+        self._config_problem = None
+        return config
+
     async def load(self) -> tuple[int, dict[str, Worker]]:
-        resp = await self._range(self._workers, prefix_range_end(self._workers))
+        """Workers and the shared config (`shared_config`), read at one revision."""
+        resp = await self._range(self._root, prefix_range_end(self._root))
         workers: dict[str, Worker] = {}
         self._invalid = set()
+        config: SharedConfig | None = None
         for kv in resp.kvs:
-            worker_id, worker = self._decode(kv.key, kv.value)
-            if worker is not None:
-                workers[worker_id] = worker
+            if kv.key == self._config:
+                config = self._decode_config(kv.value, kv.mod_revision)
+            elif kv.key.startswith(self._workers):
+                worker_id, worker = self._decode(kv.key, kv.value)
+                if worker is not None:
+                    workers[worker_id] = worker
+        self.shared_config = config
         return resp.header.revision, workers
+
+    async def publish_config(self, config: SharedConfig) -> int | None:
+        """Store the shared config unless equal (last writer wins, no compare)."""
+        value = config.encode()
+        resp = await self._range(self._config)
+        if resp.kvs and resp.kvs[0].value == value:
+            return None
+        txn = await self._txn([], [self._put(self._config, value)], "publish the shared config")
+        return txn.header.revision
 
     async def put(self, worker: Worker) -> Stored:
         value = _encode(worker)
         created_first: bool | None = None
         tried = False
-        for _attempt in range(MAX_ATTEMPTS):
-            revision, stored, owner = await self._read_pair(worker)
-            if created_first is None:
-                created_first = stored is None
-            if stored is not None and stored.value == value:
-                # A retry after an ambiguous failure may find its own earlier commit.
-                if tried and stored.mod_revision > 0:
-                    return Stored(stored.mod_revision, bool(created_first), True)
-                return Stored(revision, False, False)
-            if owner is not None and owner.value.decode() != worker.id:
-                raise Conflict(
-                    f"envoy_prefix {worker.envoy_prefix} is already used by worker "
-                    f"{owner.value.decode()}"
-                )
-            compare = [
-                self._mod_equals(self._worker_key(worker.id), stored.mod_revision if stored else 0),
-                self._mod_equals(
-                    self._prefix_key(worker.envoy_prefix), owner.mod_revision if owner else 0
-                ),
-            ]
-            success = [
-                self._put(self._worker_key(worker.id), value),
-                self._put(self._prefix_key(worker.envoy_prefix), worker.id.encode()),
-            ]
-            if stored is not None:
-                try:
-                    old_prefix = json.loads(stored.value).get("envoy_prefix")
-                except ValueError:
-                    old_prefix = None
-                if isinstance(old_prefix, str) and old_prefix != worker.envoy_prefix:
-                    success.append(self._del(self._prefix_key(old_prefix)))
-            tried = True
-            resp = await self._txn(compare, success, f"store worker {worker.id}")
-            if resp.succeeded:
-                self._invalid.discard(worker.id)
-                return Stored(resp.header.revision, stored is None, True)
-        raise RegistryError(
-            f"{self.location}: worker {worker.id} not stored: {MAX_ATTEMPTS} concurrent changes"
-        )
+        lease = 0  # granted for this put (ttl), attached to both keys
+        try:
+            for _attempt in range(MAX_ATTEMPTS):
+                revision, stored, owner = await self._read_pair(worker)
+                if created_first is None:
+                    created_first = stored is None
+                if stored is not None and stored.value == value:
+                    if stored.lease and stored.lease == lease:
+                        # A retry after an ambiguous failure found its own commit.
+                        return Stored(stored.mod_revision, bool(created_first), True)
+                    if tried and stored.mod_revision > 0 and not worker.ttl:
+                        return Stored(stored.mod_revision, bool(created_first), True)
+                    if not worker.ttl:
+                        return Stored(revision, False, False)
+                    # The same worker with a ttl: a repeated PUT renews its lease.
+                    if stored.lease and await self._renew(stored.lease, worker.id):
+                        return Stored(revision, False, False)
+                    # No lease on it (stored before) or it just expired: attach a new one.
+                if (
+                    owner is not None
+                    and owner.value.decode() != worker.id
+                    and not await self._stale_owner(owner)
+                ):
+                    raise Conflict(
+                        f"envoy_prefix {worker.envoy_prefix} is already used by worker "
+                        f"{owner.value.decode()}"
+                    )
+                if worker.ttl and not lease:
+                    lease = await self._grant(worker.ttl, worker.id)
+                compare = [
+                    self._mod_equals(
+                        self._worker_key(worker.id), stored.mod_revision if stored else 0
+                    ),
+                    self._mod_equals(
+                        self._prefix_key(worker.envoy_prefix), owner.mod_revision if owner else 0
+                    ),
+                ]
+                success = [
+                    self._put(self._worker_key(worker.id), value, lease),
+                    self._put(self._prefix_key(worker.envoy_prefix), worker.id.encode(), lease),
+                ]
+                if stored is not None:
+                    try:
+                        old_prefix = json.loads(stored.value).get("envoy_prefix")
+                    except ValueError:
+                        old_prefix = None
+                    if isinstance(old_prefix, str) and old_prefix != worker.envoy_prefix:
+                        success.append(self._del(self._prefix_key(old_prefix)))
+                tried = True
+                resp = await self._txn(compare, success, f"store worker {worker.id}")
+                if resp.succeeded:
+                    self._invalid.discard(worker.id)
+                    if stored is not None and stored.lease and stored.lease != lease:
+                        await self._revoke(stored.lease)  # no key of ours is on it any more
+                    lease = 0  # in use: keep it
+                    return Stored(resp.header.revision, stored is None, True)
+            raise RegistryError(
+                f"{self.location}: worker {worker.id} not stored: {MAX_ATTEMPTS} concurrent changes"
+            )
+        finally:
+            if lease:  # granted but not used (Conflict, failure)
+                await self._revoke(lease)
 
     async def delete(self, worker_id: str) -> int | None:
         key = self._worker_key(worker_id)
@@ -336,12 +447,21 @@ class EtcdBackend(RegistryBackend):
             )
             if txn.succeeded:
                 self._invalid.discard(worker_id)
+                await self._revoke(kv.lease)
                 return txn.header.revision
         raise RegistryError(
             f"{self.location}: worker {worker_id} not removed: {MAX_ATTEMPTS} concurrent changes"
         )
 
     async def replace_all(self, workers: dict[str, Worker]) -> int | None:
+        leases: dict[str, int] = {}
+        try:
+            return await self._replace_all(workers, leases)
+        finally:
+            for lease in leases.values():  # granted, not used
+                await self._revoke(lease)
+
+    async def _replace_all(self, workers: dict[str, Worker], leases: dict[str, int]) -> int | None:
         root = self.settings.prefix.encode()
         for _attempt in range(MAX_ATTEMPTS):
             resp = await self._range(root, prefix_range_end(root))
@@ -357,19 +477,23 @@ class EtcdBackend(RegistryBackend):
                 if kv.key.startswith(self._prefixes)
             }
             ops = [self._del(self._worker_key(i)) for i in sorted(stored.keys() - workers.keys())]
-            ops += [
-                self._put(self._worker_key(i), _encode(w))
-                for i, w in sorted(workers.items())
-                if stored.get(i) != _encode(w)
-            ]
-            if not ops:
+            changed = {i: w for i, w in sorted(workers.items()) if stored.get(i) != _encode(w)}
+            if not ops and not changed:
                 return None
+            # A changed worker with a ttl gets a lease of its own for both of its keys.
+            for i, w in changed.items():
+                if w.ttl and i not in leases:
+                    leases[i] = await self._grant(w.ttl, i)
+            ops += [
+                self._put(self._worker_key(i), _encode(w), leases.get(i, 0))
+                for i, w in changed.items()
+            ]
             wanted = {w.envoy_prefix: i for i, w in workers.items()}
             ops += [self._del(self._prefix_key(p)) for p in sorted(prefixes.keys() - wanted.keys())]
             ops += [
-                self._put(self._prefix_key(p), i.encode())
+                self._put(self._prefix_key(p), i.encode(), leases.get(i, 0))
                 for p, i in sorted(wanted.items())
-                if prefixes.get(p) != i
+                if prefixes.get(p) != i or i in changed
             ]
             if len(ops) > MAX_TXN_OPS:
                 raise RegistryError(
@@ -387,15 +511,20 @@ class EtcdBackend(RegistryBackend):
             )
             txn = await self._txn([unchanged], ops, "replace the registry")
             if txn.succeeded:
+                used = {i for i in changed if i in leases}
+                for i in sorted(set(leases) - used):
+                    await self._revoke(leases.pop(i))
+                leases.clear()
                 return txn.header.revision
         raise RegistryError(f"{self.location}: registry not replaced: too many concurrent changes")
 
-    async def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
+    async def watch(self, after_revision: int) -> AsyncIterator[list[Change | ConfigChange]]:
         endpoint = self._all()[self._current]
+        # The whole prefix: workers/ and config (prefixes/ events are skipped).
         request = etcdrpc.WatchRequest(
             create_request=etcdrpc.WatchCreateRequest(
-                key=self._workers,
-                range_end=prefix_range_end(self._workers),
+                key=self._root,
+                range_end=prefix_range_end(self._root),
                 start_revision=after_revision + 1,
             )
         )
@@ -427,9 +556,19 @@ class EtcdBackend(RegistryBackend):
                     )
                 if resp.created:
                     yield []  # established: the Registry clears its watch problem
-                batch = []
+                batch: list[Change | ConfigChange] = []
                 for event in resp.events:
                     kv = event.kv
+                    if kv.key == self._config:
+                        if event.type == etcdrpc.Event.DELETE:
+                            config = None
+                        else:
+                            config = self._decode_config(kv.value, kv.mod_revision)
+                        self.shared_config = config or self.shared_config
+                        batch.append(ConfigChange(kv.mod_revision, config))
+                        continue
+                    if not kv.key.startswith(self._workers):
+                        continue  # prefixes/<p>: the uniqueness guard, not served
                     if event.type == etcdrpc.Event.DELETE:
                         worker_id = kv.key[len(self._workers) :].decode()
                         self._invalid.discard(worker_id)

@@ -282,7 +282,10 @@ class XdsServer:
         self._progress = asyncio.Event()
 
 
-async def start_grpc(server_core: XdsServer, listen: str) -> grpc.aio.Server:
+async def start_grpc(
+    server_core: XdsServer, listen: str, credentials: grpc.ServerCredentials | None = None
+) -> grpc.aio.Server:
+    """`credentials`: TLS (xds.tls, mutual TLS) instead of plaintext."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024),
@@ -292,11 +295,16 @@ async def start_grpc(server_core: XdsServer, listen: str) -> grpc.aio.Server:
     )
     server.add_generic_rpc_handlers(server_core.handlers())
     try:
-        bound = server.add_insecure_port(listen)
+        if credentials is None:
+            bound = server.add_insecure_port(listen)
+        else:
+            bound = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:  # newer grpcio raises instead of returning 0
         bound, reason = 0, exc
     else:
         reason = "address in use or not available"
+        if credentials is not None:
+            reason += ", or the xds.tls certificate and key do not match"
     if bound == 0:
         raise OSError(f"cannot listen for xDS on {listen}: {reason}")
     await server.start()

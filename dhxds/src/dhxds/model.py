@@ -36,7 +36,15 @@ WORKER_FIELDS = (
     "upstream_protocol",
     "tls",
     "tls_sni",
+    "ttl",
 )
+# Optional fields: left out of a worker's JSON when unset.
+OPTIONAL_FIELDS = ("tls_sni", "ttl")
+# Worker leases (docs/registry.md): a registration with `ttl` disappears by itself unless a
+# PUT renews it within that many seconds. etcd only (an etcd lease); the lower bound is what
+# etcd grants exactly with its default election timeout (it rounds smaller TTLs up).
+TTL_MIN = 2
+TTL_MAX = 86400
 UPSTREAM_FIELDS = ("host", "port", "upstream_protocol", "tls", "tls_sni")
 
 
@@ -144,6 +152,15 @@ def validate_envoy_prefix(value: object) -> str:
     return value
 
 
+def validate_ttl(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"ttl must be an integer number of seconds ({TTL_MIN}-{TTL_MAX})")
+    if not TTL_MIN <= value <= TTL_MAX:
+        shown = str(value) if -(10**12) < value < 10**12 else "with more than 12 digits"
+        raise ValidationError(f"ttl {shown} is outside {TTL_MIN}-{TTL_MAX} seconds")
+    return value
+
+
 def _check_fields(data: object, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError(f"{what} must be a JSON object")
@@ -191,6 +208,7 @@ class Worker(Upstream):
     envoy_prefix: str = ""
     strip_prefix: bool = True
     static: bool = False  # from the config file; the API cannot change it
+    ttl: int | None = None  # seconds: a lease a PUT renews (etcd); None: until removed
 
     @classmethod
     def from_dict(
@@ -212,6 +230,12 @@ class Worker(Upstream):
             raise ValidationError(f"id {body_id!r} in the body does not match {worker_id!r}")
         worker_id = validate_worker_id(worker_id)
         prefix = fields.get("envoy_prefix")
+        ttl = fields.get("ttl")
+        if ttl is not None and static:
+            raise ValidationError(
+                "ttl is for workers registered through the API (a lease they renew); a "
+                "static worker of the config file stays until the file changes"
+            )
         return cls(
             id=worker_id,
             envoy_prefix=default_prefix(worker_id)
@@ -219,6 +243,7 @@ class Worker(Upstream):
             else validate_envoy_prefix(prefix),
             strip_prefix=_validate_bool(fields.get("strip_prefix", True), "strip_prefix"),
             static=static,
+            ttl=None if ttl is None else validate_ttl(ttl),
             **_upstream_kwargs(fields, stored),
         )
 
@@ -226,8 +251,9 @@ class Worker(Upstream):
         """The JSON form used by the API and the state file (static is API-only)."""
         data = asdict(self)
         ordered = {key: data[key] for key in (*WORKER_FIELDS, "static")}
-        if ordered["tls_sni"] is None:
-            del ordered["tls_sni"]
+        for key in OPTIONAL_FIELDS:
+            if ordered[key] is None:
+                del ordered[key]
         return ordered
 
     def stored_dict(self) -> dict[str, Any]:

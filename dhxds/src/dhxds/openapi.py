@@ -10,7 +10,15 @@ import copy
 from typing import Any
 
 from . import __version__
-from .model import ENVOY_PREFIX_PATTERN, UPSTREAM_PROTOCOLS, WORKER_FIELDS, WORKER_ID_PATTERN
+from .model import (
+    ENVOY_PREFIX_PATTERN,
+    OPTIONAL_FIELDS,
+    TTL_MAX,
+    TTL_MIN,
+    UPSTREAM_PROTOCOLS,
+    WORKER_FIELDS,
+    WORKER_ID_PATTERN,
+)
 
 _JSON = "application/json"
 
@@ -49,6 +57,14 @@ _WORKER_FIELDS: dict[str, Any] = {
     },
     "tls": {"type": "boolean", "default": False},
     "tls_sni": {"type": "string", "maxLength": 253},
+    "ttl": {
+        "type": "integer",
+        "minimum": TTL_MIN,
+        "maximum": TTL_MAX,
+        "description": "Seconds: a worker lease (state.backend etcd only; the SQLite registry "
+        "answers 400). The worker disappears by itself unless a PUT renews it within this "
+        "time; a repeated PUT of the same worker renews it. Left out: stays until removed.",
+    },
 }
 
 _SPEC: dict[str, Any] = {
@@ -106,7 +122,8 @@ _SPEC: dict[str, Any] = {
             "put": {
                 "operationId": "putWorker",
                 "summary": "Register or replace a worker",
-                "description": "Answers once the change is stored durably. With "
+                "description": "Answers once the change is stored durably (a worker with "
+                "ttl: its lease is renewed, also when nothing else changed). With "
                 "wait=routable it then waits until every connected Envoy node has ACKed "
                 "the worker's cluster and a route to it: 201/200 when that holds, 202 with "
                 "the pending node ids when the timeout passes first (the change is stored "
@@ -120,7 +137,10 @@ _SPEC: dict[str, Any] = {
                     "200": _ref("responses/Worker"),
                     "201": _ref("responses/Worker"),
                     "202": _ref("responses/Pending"),
-                    "400": _ref("responses/BadRequest"),
+                    "400": _error(
+                        "Invalid id, body or query; ttl with the SQLite registry (leases "
+                        "need state.backend etcd)"
+                    ),
                     "401": _ref("responses/Unauthorized"),
                     "409": _error("A static worker, or the envoy_prefix is already used"),
                     "413": _error("The body is larger than 64 KiB"),
@@ -302,8 +322,8 @@ _SPEC: dict[str, Any] = {
             },
             "Worker": {
                 "type": "object",
-                # Every stored field but the optional tls_sni, plus `static` (API only).
-                "required": [f for f in WORKER_FIELDS if f != "tls_sni"] + ["static"],
+                # Every stored field but the optional ones, plus `static` (API only).
+                "required": [f for f in WORKER_FIELDS if f not in OPTIONAL_FIELDS] + ["static"],
                 "properties": {
                     "id": {"type": "string"},
                     **_WORKER_FIELDS,

@@ -392,5 +392,5 @@ class XdsCore:
         ts = rds.states[rds.route_type]
         part = self.snapshot.worker_route(rds.route_type, worker_id)
         return part is not None and any(
-            (part.cluster, part.digest) in res.members for res in (ts.acked or {}).values()
+            res.members.get(part.cluster) == part.digest for res in (ts.acked or {}).values()
         )

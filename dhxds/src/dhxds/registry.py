@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 from .model import Upstream, ValidationError, Worker
 from .resources import RegistryState
+from .sorted_ids import SortedIds
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "dhxds-workers/1"  # the JSON export/import format
@@ -68,6 +70,92 @@ class Stored:
     changed: bool
 
 
+CONFIG_FORMAT = "dhxds-config/1"
+
+
+def _upstream_text(upstream: Upstream) -> str:
+    extra = [upstream.upstream_protocol] + (["tls"] if upstream.tls else [])
+    return f"{upstream.host}:{upstream.port} ({', '.join(extra)})"
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    """The part of the config file every replica must serve identically (etcd mode): the
+    web_api_service definition and the static workers. Stored as one key, `<prefix>config`."""
+
+    web_api_service: Upstream
+    static_workers: tuple[Worker, ...]
+
+    def encode(self) -> bytes:
+        data = {
+            "format": CONFIG_FORMAT,
+            "web_api_service": {
+                k: v for k, v in dataclasses.asdict(self.web_api_service).items() if v is not None
+            },
+            "static_workers": [
+                w.stored_dict() for w in sorted(self.static_workers, key=lambda w: w.id)
+            ],
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, source: str) -> SharedConfig:
+        """RegistryError naming `source` when the stored value is not a valid config."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+                raise ValueError(f"not a {CONFIG_FORMAT} value")
+            web_api = Upstream.from_dict(data.get("web_api_service"), "web_api_service")
+            items = data.get("static_workers")
+            if not isinstance(items, list):
+                raise ValueError("static_workers must be a list")
+            workers = tuple(Worker.from_dict(item, static=True) for item in items)
+        except (ValueError, ValidationError, RecursionError) as exc:
+            raise RegistryError(f"{source} holds an invalid shared config: {exc}") from exc
+        if len({w.id for w in workers}) != len(workers) or len(
+            {w.envoy_prefix for w in workers}
+        ) != len(workers):
+            raise RegistryError(f"{source}: static workers with duplicate ids or envoy_prefix")
+        return cls(web_api, tuple(sorted(workers, key=lambda w: w.id)))
+
+    def normalized(self) -> SharedConfig:
+        return SharedConfig(
+            self.web_api_service, tuple(sorted(self.static_workers, key=lambda w: w.id))
+        )
+
+    def difference(self, other: SharedConfig) -> str:
+        """What changes from self to other, for the operator ('' when equal)."""
+        parts = []
+        if self.web_api_service != other.web_api_service:
+            parts.append(
+                f"web_api_service {_upstream_text(self.web_api_service)} -> "
+                f"{_upstream_text(other.web_api_service)}"
+            )
+        mine = {w.id: w for w in self.static_workers}
+        theirs = {w.id: w for w in other.static_workers}
+        for label, ids in (
+            ("static workers added", sorted(theirs.keys() - mine.keys())),
+            ("static workers removed", sorted(mine.keys() - theirs.keys())),
+            (
+                "static workers changed",
+                sorted(i for i in mine.keys() & theirs.keys() if mine[i] != theirs[i]),
+            ),
+        ):
+            if ids:
+                shown = ", ".join(ids[:10]) + (f" (+{len(ids) - 10})" if len(ids) > 10 else "")
+                parts.append(f"{label}: {shown}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """An event of the watch (backends that share the config): the shared config was
+    written (config) or deleted (None)."""
+
+    revision: int
+    config: SharedConfig | None
+
+
 class RegistryBackend(abc.ABC):
     """Where dynamic workers live. Revisions are integers that grow with every committed
     transaction (one transaction = one revision, as in etcd). Implementations: SqliteBackend
@@ -75,6 +163,15 @@ class RegistryBackend(abc.ABC):
 
     location: str = "?"  # for messages: a file name, endpoints, ...
     degraded: str | None = None  # why the backend is not in its normal state
+    supports_ttl: bool = False  # worker leases (`ttl`): etcd only
+    # Backends shared by replicas (etcd) also hold the SharedConfig: load() sets
+    # `shared_config` (None: not stored yet), the watch yields ConfigChange items.
+    shares_config: bool = False
+    shared_config: SharedConfig | None = None
+
+    async def publish_config(self, config: SharedConfig) -> int | None:
+        """Store the shared config (last writer wins); the revision, None when equal."""
+        raise NotImplementedError(f"{type(self).__name__} does not share the config")
 
     @abc.abstractmethod
     async def load(self) -> tuple[int, dict[str, Worker]]:
@@ -96,9 +193,10 @@ class RegistryBackend(abc.ABC):
         when nothing changed). For `dhxds state import` and the first-start JSON import."""
 
     @abc.abstractmethod
-    def watch(self, after_revision: int) -> AsyncIterator[list[Change]]:
+    def watch(self, after_revision: int) -> AsyncIterator[list[Change | ConfigChange]]:
         """Every change with a revision > after_revision, exactly once, in order, in
-        batches (a batch never splits a revision). Raises Compacted when changes after
+        batches (a batch never splits a revision); ConfigChange items only from backends
+        that share the config. Raises Compacted when changes after
         `after_revision` are no longer kept. An empty batch says the watch is (re-)established
         (etcd yields one when its watch is created; the Registry then clears `degraded`)."""
 
@@ -182,6 +280,12 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 CREATE INDEX IF NOT EXISTS changes_revision ON changes (revision);
 """
+
+
+TTL_NEEDS_ETCD = (
+    "ttl (a worker lease) needs state.backend etcd; the SQLite registry keeps a worker until "
+    "it is removed: register it without ttl (and DELETE it when it goes away)"
+)
 
 
 def _encode(worker: Worker) -> str:
@@ -380,6 +484,9 @@ class SqliteBackend(RegistryBackend):
         return result
 
     def _put(self, worker: Worker) -> Stored:
+        if worker.ttl is not None:
+            raise RegistryError(TTL_NEEDS_ETCD)
+
         def txn(db: sqlite3.Connection) -> Stored:
             row = db.execute("SELECT data FROM workers WHERE id = ?", (worker.id,)).fetchone()
             if row is not None and row[0] == _encode(worker):
@@ -413,6 +520,10 @@ class SqliteBackend(RegistryBackend):
     def _replace_all(
         self, workers: dict[str, Worker], db: sqlite3.Connection | None = None
     ) -> int | None:
+        leased = sorted(w.id for w in workers.values() if w.ttl is not None)
+        if leased:
+            raise RegistryError(f"worker(s) {', '.join(leased[:10])}: {TTL_NEEDS_ETCD}")
+
         def txn(db: sqlite3.Connection) -> int | None:
             stored = dict(db.execute("SELECT id, data FROM workers").fetchall())
             changes: list[tuple[str, Worker | None]] = [
@@ -556,18 +667,78 @@ class Registry:
         self.route_config_name = route_config_name
         self.static = {w.id: w for w in static_workers}
         self._static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
+        # The config file's shared part; with a backend that shares it (etcd) the served one
+        # is the backend's copy (docs/registry.md, "The shared config").
+        self.file_config = SharedConfig(web_api, tuple(static_workers)).normalized()
+        self.stored: dict[str, Worker] = {}  # every stored worker, served or not
         self.dynamic: dict[str, Worker] = {}
+        self._config_problem: str | None = None
         self.revision = 0
         self._listeners: list[Callable[[], None]] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._watch_problem: str | None = None
+        self._order = SortedIds()  # for state(): no re-sort per change
 
     async def start(self) -> None:
-        """Load the stored workers and follow the backend's watch from that revision."""
+        """Load the stored workers and follow the backend's watch from that revision. A
+        backend that shares the config: publish the config file's part when it differs from
+        the stored copy (last writer wins), then serve the stored copy."""
         revision, stored = await self.backend.load()
+        if self.backend.shares_config:
+            current = self.backend.shared_config
+            if current != self.file_config:
+                published = await self.backend.publish_config(self.file_config)
+                if current is None:
+                    log.info(
+                        "stored the config file's web_api_service and %d static worker(s) in "
+                        "%s (revision %s)",
+                        len(self.file_config.static_workers),
+                        self.backend.location,
+                        published,
+                    )
+                else:
+                    log.warning(
+                        "this replica's config file differs from the shared config in %s; "
+                        "published the file's version (last writer wins; every replica "
+                        "serves it): %s",
+                        self.backend.location,
+                        current.difference(self.file_config),
+                    )
+                revision, stored = await self.backend.load()
         self._reset(revision, stored)
         self._task = asyncio.create_task(self._follow(), name="registry-watch")
+
+    def _use_shared(self, config: SharedConfig | None, revision: int) -> bool:
+        """Serve the backend's copy of the shared config; True when what is served changed."""
+        if config is None:
+            if self.backend.shares_config:
+                log.warning(
+                    "the shared config in %s is gone (revision %d); serving the last one "
+                    "(a replica publishes its config file again when it starts)",
+                    self.backend.location,
+                    revision,
+                )
+            return False
+        served = SharedConfig(self.web_api, tuple(self.static.values())).normalized()
+        if config == served:
+            return False
+        if config != self.file_config:
+            log.warning(
+                "serving the shared config of %s (revision %d), published by another replica; "
+                "it differs from this replica's config file: %s",
+                self.backend.location,
+                revision,
+                self.file_config.difference(config),
+            )
+        else:
+            log.info(
+                "serving the shared config of %s (revision %d)", self.backend.location, revision
+            )
+        self.web_api = config.web_api_service
+        self.static = {w.id: w for w in config.static_workers}
+        self._static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
+        return True
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -599,12 +770,19 @@ class Registry:
         return True
 
     def _reset(self, revision: int, stored: dict[str, Worker]) -> None:
+        if self.backend.shares_config:
+            self._use_shared(self.backend.shared_config, revision)
+        self.stored = dict(stored)
+        self._refilter()
+        self._advance(revision)
+
+    def _refilter(self) -> None:
+        """The served dynamic workers: the stored ones that do not collide with a static one."""
         self.dynamic = {
             worker_id: worker
-            for worker_id, worker in sorted(stored.items())
+            for worker_id, worker in sorted(self.stored.items())
             if self._accept(worker_id, worker, loud=True)
         }
-        self._advance(revision)
 
     async def _follow(self) -> None:
         while True:
@@ -640,14 +818,22 @@ class Registry:
                 log.exception("registry watch of %s failed; retrying", self.backend.location)
                 await asyncio.sleep(WATCH_RETRY_S)
 
-    def _apply(self, batch: list[Change]) -> None:
+    def _apply(self, batch: list[Change | ConfigChange]) -> None:
+        refilter = False
         for change in batch:
-            if change.worker is None:
+            if isinstance(change, ConfigChange):
+                refilter |= self._use_shared(change.config, change.revision)
+            elif change.worker is None:
+                self.stored.pop(change.worker_id, None)
                 self.dynamic.pop(change.worker_id, None)
-            elif self._accept(change.worker_id, change.worker, loud=True):
-                self.dynamic[change.worker_id] = change.worker
             else:
-                self.dynamic.pop(change.worker_id, None)
+                self.stored[change.worker_id] = change.worker
+                if self._accept(change.worker_id, change.worker, loud=True):
+                    self.dynamic[change.worker_id] = change.worker
+                else:
+                    self.dynamic.pop(change.worker_id, None)
+        if refilter:  # other static workers: stored ones may collide, or no longer collide
+            self._refilter()
         self._advance(batch[-1].revision)
         self._notify()
 
@@ -694,9 +880,8 @@ class Registry:
 
     def state(self) -> RegistryState:
         merged = self.workers()
-        return RegistryState(
-            tuple(merged[k] for k in sorted(merged)), self.web_api, self.route_config_name
-        )
+        ordered = tuple(map(merged.__getitem__, self._order.update(merged.keys())))
+        return RegistryState(ordered, self.web_api, self.route_config_name)
 
     async def put(self, worker: Worker) -> tuple[bool, bool]:
         """Store a worker; returns (created, changed) once the local view holds it."""

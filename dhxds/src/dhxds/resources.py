@@ -1,6 +1,6 @@
-"""Registry state -> Envoy v3 Cluster and RouteConfiguration protos (a pure function).
-
-The v2 builder in resources_v2.py mirrors this file field for field; keep them in step.
+"""Registry state -> Envoy Cluster and RouteConfiguration protos (pure functions), for both xDS
+API versions: each function takes the Dialect (dialect.py) to spell its protos in, v3 unless
+told otherwise. Routing is written here once.
 """
 
 from __future__ import annotations
@@ -9,23 +9,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
-from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from .dialect import V3, Dialect
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
 
-CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 PREFIX_HEADER = "envoy-prefix"
 CONNECT_TIMEOUT_S = 5
-_HPO_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _ZERO = duration_pb2.Duration(seconds=0)
 VIRTUAL_HOST = "deephaven"
 
@@ -45,6 +35,7 @@ class RegistryState:
 _IPV4_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
 
 
+@lru_cache(maxsize=1 << 16)  # called per worker and change; a regex match costs more
 def is_ip(host: str) -> bool:
     # Hosts are validated in model.py, where all-numeric DNS names are refused.
     return ":" in host or _IPV4_RE.match(host) is not None
@@ -63,61 +54,34 @@ def routable_workers(state: RegistryState) -> list[tuple[Worker, tuple[str, ...]
     return out
 
 
-def _protocol_options(upstream: Upstream) -> any_pb2.Any:
-    h1, h2 = protocol_pb2.Http1ProtocolOptions(), protocol_pb2.Http2ProtocolOptions()
-    if upstream.upstream_protocol == "http1":
-        opts = hpo.HttpProtocolOptions(
-            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
-                http_protocol_options=h1
-            )
-        )
-    elif upstream.upstream_protocol == "http2":
-        opts = hpo.HttpProtocolOptions(
-            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=h2
-            )
-        )
-    else:
-        # Browsers' websockets need HTTP/1.1 upstream, gRPC needs HTTP/2: follow the client.
-        opts = hpo.HttpProtocolOptions(
-            use_downstream_protocol_config=hpo.HttpProtocolOptions.UseDownstreamHttpConfig(
-                http_protocol_options=h1, http2_protocol_options=h2
-            )
-        )
-    packed = any_pb2.Any()
-    packed.Pack(opts)
-    return packed
-
-
-def _tls_socket(upstream: Upstream) -> base_pb2.TransportSocket:
+def _tls_socket(d: Dialect, upstream: Upstream):
     # No alpn_protocols: Envoy's connection pools offer h2 or http/1.1 per connection.
     packed = any_pb2.Any()
-    packed.Pack(tls_pb2.UpstreamTlsContext(sni=upstream.tls_sni or upstream.host))
-    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)
+    packed.Pack(d.tls.UpstreamTlsContext(sni=upstream.tls_sni or upstream.host))
+    return d.base.TransportSocket(name="envoy.transport_sockets.tls", typed_config=packed)
 
 
-def _full_cluster(
-    name: str, upstream: Upstream, hosts: tuple[str, ...] | None = None
-) -> cluster_pb2.Cluster:
+def _full_cluster(d: Dialect, name: str, upstream: Upstream, hosts: tuple[str, ...] | None = None):
     """The readable definition of a cluster; build_cluster copies it as a template.
 
     `hosts` are addresses resolved by dhxds: a STATIC cluster is ready as soon as Envoy
     ACKs it, while a STRICT_DNS one still warms after the ACK (a route could see a 503).
     """
     static = hosts is not None or is_ip(upstream.host)
-    cluster = cluster_pb2.Cluster(
+    ec = d.endpoint_components
+    cluster = d.cluster.Cluster(
         name=name,
         connect_timeout=duration_pb2.Duration(seconds=CONNECT_TIMEOUT_S),
-        type=cluster_pb2.Cluster.STATIC if static else cluster_pb2.Cluster.STRICT_DNS,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+        type=d.cluster.Cluster.STATIC if static else d.cluster.Cluster.STRICT_DNS,
+        load_assignment=d.endpoint.ClusterLoadAssignment(
             cluster_name=name,
             endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
+                ec.LocalityLbEndpoints(
                     lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(
-                                    socket_address=address_pb2.SocketAddress(
+                        ec.LbEndpoint(
+                            endpoint=ec.Endpoint(
+                                address=d.address.Address(
+                                    socket_address=d.address.SocketAddress(
                                         address=host, port_value=upstream.port
                                     )
                                 )
@@ -129,16 +93,16 @@ def _full_cluster(
             ],
         ),
     )
-    cluster.typed_extension_protocol_options[_HPO_KEY].CopyFrom(_protocol_options(upstream))
+    d.protocol_options(cluster, upstream)
     if upstream.tls:
-        cluster.transport_socket.CopyFrom(_tls_socket(upstream))
+        cluster.transport_socket.CopyFrom(_tls_socket(d, upstream))
     return cluster
 
 
 @lru_cache(maxsize=64)
-def _cluster_template(upstream_protocol: str, is_ip: bool) -> cluster_pb2.Cluster:
+def _cluster_template(d: Dialect, upstream_protocol: str, is_ip: bool):
     host = "127.0.0.1" if is_ip else "localhost"
-    return _full_cluster("template", Upstream(host, 1, upstream_protocol))
+    return _full_cluster(d, "template", Upstream(host, 1, upstream_protocol))
 
 
 def build_cluster(
@@ -146,15 +110,16 @@ def build_cluster(
     upstream: Upstream,
     stat_name: str | None = None,
     hosts: tuple[str, ...] | None = None,
+    d: Dialect = V3,
 ):
     if upstream.tls or (hosts is not None and len(hosts) != 1):
-        cluster = _full_cluster(name, upstream, hosts)
+        cluster = _full_cluster(d, name, upstream, hosts)
     else:
         # Copying a prebuilt template is ~4x faster than building nested protos field by field,
         # which matters at 10,000 workers.
-        cluster = cluster_pb2.Cluster()
+        cluster = d.cluster.Cluster()
         static = hosts is not None or is_ip(upstream.host)
-        cluster.CopyFrom(_cluster_template(upstream.upstream_protocol, static))
+        cluster.CopyFrom(_cluster_template(d, upstream.upstream_protocol, static))
         cluster.name = name
         cluster.load_assignment.cluster_name = name
         sock = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
@@ -165,68 +130,68 @@ def build_cluster(
     return cluster
 
 
-def _action(cluster: str, rewrite: str | None) -> rc.RouteAction:
+def _action(d: Dialect, cluster: str, rewrite: str | None):
     # Long gRPC streams and idle websocket/subscription streams must never be cut by Envoy.
+    rc = d.route_components
     action = rc.RouteAction(
         cluster=cluster,
         timeout=_ZERO,
         idle_timeout=_ZERO,
-        max_stream_duration=rc.RouteAction.MaxStreamDuration(grpc_timeout_header_max=_ZERO),
         upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="websocket")],
     )
+    d.no_grpc_timeout_cap(action)
     if rewrite is not None:
         action.prefix_rewrite = rewrite
     return action
 
 
-def _readable_worker_routes(worker: Worker) -> list[rc.Route]:
+def _readable_worker_routes(d: Dialect, worker: Worker) -> list:
     """Header route, bare path and path prefix; the trailing '/' keeps w1 from catching w10."""
+    rc = d.route_components
     cluster = cluster_name(worker.id)
     path = f"/worker/{worker.id}"
     rewrite = "/" if worker.strip_prefix else None
-    header = rc.HeaderMatcher(
-        name=PREFIX_HEADER, string_match=string_pb2.StringMatcher(exact=worker.envoy_prefix)
-    )
+    header = d.header_exact(PREFIX_HEADER, worker.envoy_prefix)
     return [
         rc.Route(
             name=f"{worker.id}-header",
             match=rc.RouteMatch(prefix="/", headers=[header]),
-            route=_action(cluster, None),
+            route=_action(d, cluster, None),
         ),
         rc.Route(
             name=f"{worker.id}-path",
             match=rc.RouteMatch(path=path),
-            route=_action(cluster, rewrite),
+            route=_action(d, cluster, rewrite),
         ),
         rc.Route(
             name=f"{worker.id}-prefix",
             match=rc.RouteMatch(prefix=path + "/"),
-            route=_action(cluster, rewrite),
+            route=_action(d, cluster, rewrite),
         ),
     ]
 
 
-@lru_cache(maxsize=2)
-def _routes_template(strip_prefix: bool) -> rc.VirtualHost:
+@lru_cache(maxsize=4)
+def _routes_template(d: Dialect, strip_prefix: bool):
     template = Worker(
         host="127.0.0.1", port=1, id="t", envoy_prefix="/t", strip_prefix=strip_prefix
     )
-    return rc.VirtualHost(routes=_readable_worker_routes(template))
+    return d.virtual_host(routes=_readable_worker_routes(d, template))
 
 
-def worker_routes(worker: Worker) -> rc.VirtualHost:
+def worker_routes(worker: Worker, d: Dialect = V3):
     """A VirtualHost holding only this worker's routes, as _readable_worker_routes builds them.
 
     Filling a copied template is several times faster than building 3 routes field by field;
     the encoder splices these routes into the real virtual host.
     """
-    holder = rc.VirtualHost()
-    holder.CopyFrom(_routes_template(worker.strip_prefix))
+    holder = d.virtual_host()
+    holder.CopyFrom(_routes_template(d, worker.strip_prefix))
     header, bare, prefix = holder.routes
     cluster = cluster_name(worker.id)
     path = f"/worker/{worker.id}"
     header.name = f"{worker.id}-header"
-    header.match.headers[0].string_match.exact = worker.envoy_prefix
+    header.match.headers[0].CopyFrom(d.header_exact(PREFIX_HEADER, worker.envoy_prefix))
     bare.name = f"{worker.id}-path"
     bare.match.path = path
     prefix.name = f"{worker.id}-prefix"
@@ -239,44 +204,42 @@ def worker_routes(worker: Worker) -> rc.VirtualHost:
 NO_WORKER_MESSAGE = "no worker is registered (or routable yet) for envoy-prefix %REQ(envoy-prefix)%"
 
 
-def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
-    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+def _header(d: Dialect, key: str, value: str):
+    return d.base.HeaderValueOption(header=d.base.HeaderValue(key=key, value=value))
 
 
-def fallback_routes() -> list[rc.Route]:
+def fallback_routes(d: Dialect = V3) -> list:
     """After every worker's routes: a gRPC call whose envoy-prefix names no worker gets a
     clear UNAVAILABLE at once (a trailers-only answer), instead of whatever web_api_service
     makes of a gRPC call; everything else goes to web_api_service."""
+    rc = d.route_components
     grpc_to_no_worker = rc.Route(
         name="no-worker",
         match=rc.RouteMatch(
             prefix="/",
             headers=[
                 rc.HeaderMatcher(name=PREFIX_HEADER, present_match=True),
-                rc.HeaderMatcher(
-                    name="content-type",
-                    string_match=string_pb2.StringMatcher(prefix="application/grpc"),
-                ),
+                d.header_prefix("content-type", "application/grpc"),
             ],
         ),
         direct_response=rc.DirectResponseAction(status=200),
         response_headers_to_add=[
-            _header("content-type", "application/grpc"),
-            _header("grpc-status", "14"),
-            _header("grpc-message", NO_WORKER_MESSAGE),
+            _header(d, "content-type", "application/grpc"),
+            _header(d, "grpc-status", "14"),
+            _header(d, "grpc-message", NO_WORKER_MESSAGE),
         ],
     )
     default = rc.Route(
-        name="default", match=rc.RouteMatch(prefix="/"), route=_action(WEB_API_CLUSTER, None)
+        name="default", match=rc.RouteMatch(prefix="/"), route=_action(d, WEB_API_CLUSTER, None)
     )
     return [grpc_to_no_worker, default]
 
 
-def build_clusters(state: RegistryState) -> dict[str, cluster_pb2.Cluster]:
-    clusters = {WEB_API_CLUSTER: build_cluster(WEB_API_CLUSTER, state.web_api)}
+def build_clusters(state: RegistryState, d: Dialect = V3) -> dict:
+    clusters = {WEB_API_CLUSTER: build_cluster(WEB_API_CLUSTER, state.web_api, d=d)}
     for worker, hosts in routable_workers(state):
         name = cluster_name(worker.id)
-        clusters[name] = build_cluster(name, worker, worker_stat_name(worker.id), hosts)
+        clusters[name] = build_cluster(name, worker, worker_stat_name(worker.id), hosts, d)
     return clusters
 
 
@@ -285,13 +248,17 @@ def worker_stat_name(worker_id: str) -> str:
     return cluster_name(worker_id).replace(".", "_")
 
 
-def build_route_config(state: RegistryState) -> route_pb2.RouteConfiguration:
-    """Worker routes first (first match wins), the fallbacks last."""
-    routes: list[rc.Route] = []
-    for worker, _hosts in routable_workers(state):
-        routes.extend(worker_routes(worker).routes)
-    routes.extend(fallback_routes())
-    return route_pb2.RouteConfiguration(
-        name=state.route_config_name,
-        virtual_hosts=[rc.VirtualHost(name=VIRTUAL_HOST, domains=["*"], routes=routes)],
-    )
+def build_route_config(state: RegistryState, d: Dialect = V3):
+    """v3: the virtual host's matcher (route_matcher.py); v2, or no worker at all: worker
+    routes first (first match wins), the fallbacks last."""
+    workers = [worker for worker, _hosts in routable_workers(state)]
+    vhost = d.virtual_host(name=VIRTUAL_HOST, domains=["*"])
+    if d.api == "v3" and workers:
+        from .route_matcher import matcher  # it builds on this module
+
+        vhost.matcher.CopyFrom(matcher(workers))
+    else:
+        for worker in workers:
+            vhost.routes.extend(worker_routes(worker, d).routes)
+        vhost.routes.extend(fallback_routes(d))
+    return d.route_config(name=state.route_config_name, virtual_hosts=[vhost])

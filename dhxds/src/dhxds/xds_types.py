@@ -1,4 +1,4 @@
-"""The one table of what dhxds serves: resource types (type URL, API version, kind, builders)
+"""The one table of what dhxds serves: resource types (type URL, API version, kind, dialect)
 and the gRPC services that carry them. Everything else looks types and services up here.
 
 v2 and v3 DiscoveryRequest/DiscoveryResponse are wire-compatible, so one message class serves
@@ -7,57 +7,15 @@ both transports; the type URL a client asks for picks the resource encoding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from envoy.api.v2 import route_pb2 as route_v2
-from envoy.api.v2.route import route_components_pb2 as rc_v2
-from envoy.config.route.v3 import route_components_pb2 as rc_v3
-from envoy.config.route.v3 import route_pb2 as route_v3
+from .dialect import DIALECTS, V2, V3
+from .dialect import Dialect as Flavour
 
-from . import resources as v3
-from . import resources_v2 as v2
-from .model import Worker
+__all__ = ["FLAVOURS", "SERVICES", "TYPES", "V2", "V3", "Flavour", "ResourceType", "Service"]
 
 CDS, RDS = "cds", "rds"
-
-
-@dataclass(frozen=True)
-class Flavour:
-    """One resource API version: its type URLs and builders."""
-
-    api: str
-    cluster_type: str
-    route_type: str
-    build_cluster: Callable[..., Any]
-    worker_routes: Callable[[Worker], Any]
-    fallback_routes: Callable[[], list[Any]]
-    route_config: type
-    virtual_host: type
-
-
-V3 = Flavour(
-    "v3",
-    v3.CLUSTER_TYPE,
-    v3.ROUTE_TYPE,
-    v3.build_cluster,
-    v3.worker_routes,
-    v3.fallback_routes,
-    route_v3.RouteConfiguration,
-    rc_v3.VirtualHost,
-)
-V2 = Flavour(
-    "v2",
-    v2.CLUSTER_TYPE,
-    v2.ROUTE_TYPE,
-    v2.build_cluster,
-    v2.worker_routes,
-    v2.fallback_routes,
-    route_v2.RouteConfiguration,
-    rc_v2.VirtualHost,
-)
-FLAVOURS = {f.api: f for f in (V3, V2)}
+FLAVOURS = DIALECTS  # one resource API version: its type URLs, protos and spelling
 
 
 @dataclass(frozen=True)

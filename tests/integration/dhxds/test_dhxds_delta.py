@@ -39,11 +39,14 @@ def test_delta_add_replace_remove_through_envoy(start_envoy, daemon, backends, v
     assert envoy.stat("cluster_manager.cds.update_rejected") == 0
 
 
-def test_delta_envoy_reconnects_to_a_restarted_daemon_without_a_gap(start_envoy, daemon, backends):
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_delta_envoy_reconnects_to_a_restarted_daemon_without_a_gap(
+    start_envoy, daemon, backends, version
+):
     """kill -9 of dhxds: Envoy keeps routing; on reconnect it states what it holds
     (initial_resource_versions) and gets only the difference."""
     daemon.put_worker("w1", backends.start("w1"))
-    envoy = start_envoy(ENVOY_MAIN, "ads", envoy_xds_delta=True)
+    envoy = start_envoy(version, "ads", envoy_xds_delta=True)
     wait_for(lambda: envoy.backend_of("/worker/w1/") == "w1", 60, "w1")
     daemon.kill9()
     assert envoy.backend_of("/worker/w1/") == "w1"
@@ -52,6 +55,7 @@ def test_delta_envoy_reconnects_to_a_restarted_daemon_without_a_gap(start_envoy,
     daemon.put_worker("w2", backends.start("w2"))
     wait_for(lambda: envoy.backend_of("/worker/w2/") == "w2", 30, "w2 after the restart")
     assert envoy.backend_of("/worker/w1/") == "w1"
+    assert envoy.stat("cluster_manager.cds.update_rejected") == 0
 
 
 def _delta_client(daemon, **fields) -> XdsClient:

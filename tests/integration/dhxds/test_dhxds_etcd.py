@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from dhops_testkit import ENVOY_MAIN, Daemon, Envoy
+from dhops_testkit import CDS_TYPE, ENVOY_MAIN, RDS_TYPE, Daemon, Envoy, open_ads
 from dhops_testkit.base import wait_for
 from dhops_testkit.etcd import EtcdCluster, etcd_binary
 
@@ -189,3 +189,107 @@ def test_a_replica_started_before_etcd_serves_nothing_until_its_first_load(tmp_p
     finally:
         daemon.stop()
         etcd.stop()
+
+
+def test_a_leased_worker_disappears_by_itself_on_every_replica(replicas, envoys, backends):
+    """Worker leases: a registration with ttl that nobody renews goes away by itself (etcd
+    expires the lease, both replicas see the delete in their watch, Envoys lose the route)."""
+    a, b = replicas
+    envoy_a, envoy_b = envoys
+    body = {"host": "127.0.0.1", "port": backends.start("lease"), "ttl": 3}
+    resp = a.call("PUT", "/v1/workers/lease", body)
+    assert resp.status_code == 201 and resp.json()["ttl"] == 3, resp.text
+    b.put_worker("stays", backends.start("stays"))
+    wait_for(lambda: envoy_b.backend_of("/worker/lease/") == "lease", 20, "lease via B")
+    # Renewed through the other replica (a repeated PUT).
+    assert b.call("PUT", "/v1/workers/lease", body).status_code in (200, 201)
+    assert b.worker("lease")["ttl"] == 3
+    lapsed = time.monotonic()
+    for envoy in (envoy_a, envoy_b):
+        wait_for(
+            lambda envoy=envoy: envoy.backend_of("/worker/lease/") == "web_api_service",
+            30,
+            "the lapsed worker's route gone",
+        )
+    print(f"\nttl 3 s: gone from both Envoys {time.monotonic() - lapsed:.2f}s after the last PUT")
+    for daemon in (a, b):
+        assert daemon.worker("lease") is None and daemon.worker("stays") is not None
+        assert health(daemon)["status"] == "ok"
+    assert envoy_b.backend_of("/worker/stays/") == "stays"
+    wait_for(lambda: same_versions(a, b), 20, "the same versions on A and B")
+
+
+def xds_versions(daemon, node: str) -> dict[str, str]:
+    """The CDS and RDS versions a fresh ADS client gets from `daemon` (content hashes)."""
+    client = open_ads(daemon, node)
+    try:
+        versions = {}
+        while len(versions) < 2:
+            resp = client.recv(timeout=20)
+            versions[resp.type_url] = resp.version_info
+            # ACK: routes follow only once the clusters are ACKed (make-before-break).
+            client.ack(resp, resource_names=["rds_config"] if resp.type_url == RDS_TYPE else [])
+        return versions
+    finally:
+        client.close()
+
+
+def test_replicas_with_different_config_files_serve_the_shared_config(
+    tmp_path, etcd, backends, web_api_port
+):
+    """web_api_service and static workers are stored in etcd: the replica that starts last
+    publishes its file's version (WARNING naming the difference) and every replica serves
+    it, so both compute the same versions."""
+    state = {"backend": "etcd", "etcd": {"endpoints": etcd.endpoints, "prefix": "/cfg/"}}
+    other_web = backends.start("other_web")
+    a = Daemon(
+        tmp_path / "a",
+        web_api_port,
+        extra={"state": state, "static_workers": [{"id": "s1", "host": "127.0.0.1", "port": 7001}]},
+    )
+    b = Daemon(
+        tmp_path / "b",
+        other_web,
+        extra={
+            "state": state,
+            "static_workers": [
+                {"id": "s1", "host": "127.0.0.1", "port": 7002},
+                {"id": "s2", "host": "127.0.0.1", "port": 7003},
+            ],
+        },
+    )
+    try:
+        a.start()
+        a.put_worker("w1", backends.start("w1"))
+        assert {w["id"] for w in a.call("GET", "/v1/workers").json()["workers"]} == {"s1", "w1"}
+        b.start()
+        assert "differs from the shared config" in b.log()
+        assert "static workers added: s2; static workers changed: s1" in b.log()
+        wait_for(
+            lambda: a.call("GET", "/v1/workers").json() == b.call("GET", "/v1/workers").json(),
+            20,
+            "the same workers on A and B",
+        )
+        workers = {w["id"]: w for w in a.call("GET", "/v1/workers").json()["workers"]}
+        assert set(workers) == {"s1", "s2", "w1"}
+        assert workers["s1"]["port"] == 7002 and workers["s2"]["static"]
+        assert "published by another replica" in a.log()
+        versions_a = xds_versions(a, "probe-a")
+        versions_b = xds_versions(b, "probe-b")
+        assert versions_a == versions_b and set(versions_a) == {CDS_TYPE, RDS_TYPE}
+        print(f"\nthe same versions from both replicas: {versions_a}")
+        # A is restarted with its own (older) file: it publishes it again (last writer wins)
+        # and B follows; the versions agree again.
+        a.stop()
+        a.start()
+        wait_for(
+            lambda: (
+                {w["id"] for w in b.call("GET", "/v1/workers").json()["workers"]} == {"s1", "w1"}
+            ),
+            20,
+            "B serving A's file again",
+        )
+        assert xds_versions(a, "probe-a2") == xds_versions(b, "probe-b2") != versions_a
+    finally:
+        a.stop()
+        b.stop()

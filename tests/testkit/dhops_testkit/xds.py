@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 import requests
 from aiohttp import WSMsgType, web
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from .base import CACHE, HOST, TOKEN, free_port, stop_process, wait_for
 from .roles import write_envoy_bootstrap
@@ -452,11 +452,33 @@ RDS_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
 
 def route_clusters(response) -> set[str]:
+    """Clusters the routes of an RDS response name: in the ordered route list, or in the
+    actions of the virtual host's matcher (dhxds' v3 layout)."""
     [res] = response.resources
     config = route_pb2.RouteConfiguration.FromString(res.value)
-    return {
-        r.route.cluster for vh in config.virtual_hosts for r in vh.routes if r.HasField("route")
-    }
+    routes = [r for vh in config.virtual_hosts for r in vh.routes]
+    for vh in config.virtual_hosts:
+        routes.extend(_matcher_routes(vh.matcher))
+    return {r.route.cluster for r in routes if r.HasField("route")}
+
+
+def _matcher_routes(matcher) -> list:
+    out = []
+    on_matches = [matcher.on_no_match]
+    for tree_map in (matcher.matcher_tree.exact_match_map, matcher.matcher_tree.prefix_match_map):
+        on_matches.extend(tree_map.map.values())
+    for on_match in on_matches:
+        if on_match.HasField("matcher"):
+            out.extend(_matcher_routes(on_match.matcher))
+        elif on_match.action.typed_config.Is(route_components_pb2.Route.DESCRIPTOR):
+            route = route_components_pb2.Route()
+            on_match.action.typed_config.Unpack(route)
+            out.append(route)
+        elif on_match.action.typed_config.Is(route_components_pb2.RouteList.DESCRIPTOR):
+            routes = route_components_pb2.RouteList()
+            on_match.action.typed_config.Unpack(routes)
+            out.extend(routes.routes)
+    return out
 
 
 def open_ads(daemon, node_id: str) -> XdsClient:

@@ -10,6 +10,7 @@ no route names a cluster it does not have, and no cluster disappears while a rou
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dhxds.model import Upstream, Worker
@@ -107,7 +108,7 @@ class EnvoyModel:
         self.alive = True
         self.clusters: dict[str, str] | None = None  # applied: name -> digest
         self.routes: frozenset[str] | None = None  # clusters named by the applied routes
-        self.route_members: frozenset[tuple[str, str]] = frozenset()
+        self.route_members: Mapping[str, str] = {}
         flavour = FLAVOURS[api]
         self.cds_type, self.rds_type = flavour.cluster_type, flavour.route_type
         layout = {

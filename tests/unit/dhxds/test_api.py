@@ -368,3 +368,19 @@ def test_a_failing_core_wait_is_a_json_500_that_says_the_worker_is_stored(tmp_pa
         assert registry.get("w4") is not None
 
     run_api(tmp_path, scenario, xds=Broken())
+
+
+def test_ttl_with_the_sqlite_registry_is_a_clear_400_and_changes_nothing(tmp_path):
+    async def scenario(client, registry, changes):
+        resp = await client.put(
+            "/v1/workers/w1", json={"host": "127.0.0.1", "port": 9, "ttl": 30}, headers=AUTH
+        )
+        assert resp.status == 400
+        assert "ttl (a worker lease) needs state.backend etcd" in (await resp.json())["error"]
+        resp = await client.put(
+            "/v1/workers/w1", json={"host": "127.0.0.1", "port": 9, "ttl": 1}, headers=AUTH
+        )
+        assert resp.status == 400 and "outside 2-86400" in (await resp.json())["error"]
+        assert set(registry.workers()) == {"s1"} and changes == []
+
+    run_api(tmp_path, scenario)

@@ -84,3 +84,17 @@ def test_nodes_table_and_json(api_url, capsys):
     assert "Cluster=abc" in lines[1]
     assert cli.main(["nodes", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == [FakeXds.NODE]
+
+
+def test_add_ttl_is_sent_and_the_daemons_refusal_printed(api_url, capsys):
+    argv = ["workers", "add", "w4", "--host", "10.0.0.4", "--port", "4", "--ttl", "30"]
+    assert cli.main(argv) == 1  # this API runs on SQLite: no leases
+    assert "ttl (a worker lease) needs state.backend etcd" in capsys.readouterr().err
+
+
+def test_the_client_sends_the_last_token_of_a_rotating_file(api_url, tmp_path, monkeypatch, capsys):
+    tokens = tmp_path / "rotating"
+    tokens.write_text(f"# new token below\nretired-token\n{TOKEN}\n")
+    monkeypatch.setenv("DHXDS_TOKEN_FILE", str(tokens))
+    assert cli.main(["workers", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

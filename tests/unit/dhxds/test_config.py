@@ -74,3 +74,53 @@ def test_file_errors(tmp_path):
         read_token(str(empty))
     empty.write_text("s3cret\n")
     assert read_token(str(empty)) == "s3cret"
+
+
+TLS = {"cert_file": "/c.pem", "key_file": "/k.pem", "client_ca_file": "/ca.pem"}
+
+
+def test_xds_tls_keys():
+    config = parse_config({"xds": {"listen": "0.0.0.0:8124", "tls": TLS}})
+    assert config.xds_tls is not None and config.xds_tls.client_ca_file == "/ca.pem"
+    assert parse_config({}).xds_tls is None
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"cert_file": "/c", "key_file": "/k"}, "xds.tls needs client_ca_file: .*mutual TLS"),
+        ({}, "xds.tls needs cert_file, key_file, client_ca_file"),
+        ("on", "xds.tls must be a mapping"),
+        ({**TLS, "verify": False}, "unknown key\\(s\\) in xds.tls: verify"),
+        ({**TLS, "key_file": ""}, "xds.tls.key_file must be a non-empty string"),
+    ],
+)
+def test_bad_xds_tls_is_one_clear_line(tls, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config({"xds": {"tls": tls}})
+    assert "\n" not in str(info.value)
+
+
+def test_xds_tls_files_are_checked(tmp_path):
+    from dhxds.config import check_files, xds_tls_files
+
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    files = {k: tmp_path / k for k in TLS}
+    for path in files.values():
+        path.write_text(pem)
+    config = parse_config(
+        {
+            "api": {"token_file": str(token)},
+            "xds": {"tls": {k: str(v) for k, v in files.items()}},
+        }
+    )
+    check_files(config)
+    assert xds_tls_files(config.xds_tls)[0] == pem.encode()
+    files["client_ca_file"].write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"xds.tls.client_ca_file .* is not a PEM file"):
+        check_files(config)
+    files["client_ca_file"].unlink()
+    with pytest.raises(ConfigError, match=r"cannot read xds.tls.client_ca_file .*client_ca_file"):
+        check_files(config)

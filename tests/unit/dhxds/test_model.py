@@ -158,3 +158,24 @@ def test_listen_addresses_may_be_unspecified():
 def test_a_port_of_thousands_of_digits_gets_a_short_message():
     with pytest.raises(ValidationError, match="more than 12 digits is outside 1-65535"):
         validate_port(10**4000)
+
+
+@pytest.mark.parametrize("ttl", CORPUS["ttl"]["valid"])
+def test_corpus_valid_ttls(ttl):
+    worker = Worker.from_dict({"host": "10.0.0.1", "port": 1, "ttl": ttl}, worker_id="w")
+    assert worker.ttl == ttl and worker.to_dict()["ttl"] == ttl
+    assert Worker.from_dict(worker.stored_dict(), stored=True) == worker
+
+
+@pytest.mark.parametrize(("ttl", "why"), CORPUS["ttl"]["invalid"])
+def test_corpus_invalid_ttls(ttl, why):
+    with pytest.raises(ValidationError, match=r"^ttl "):
+        Worker.from_dict({"host": "10.0.0.1", "port": 1, "ttl": ttl}, worker_id="w")
+
+
+def test_ttl_is_optional_and_not_for_static_workers():
+    worker = Worker.from_dict({"host": "10.0.0.1", "port": 1}, worker_id="w")
+    assert worker.ttl is None and "ttl" not in worker.to_dict()
+    assert Worker.from_dict({"host": "10.0.0.1", "port": 1, "ttl": None}, worker_id="w") == worker
+    with pytest.raises(ValidationError, match="ttl is for workers registered through the API"):
+        Worker.from_dict({"id": "s", "host": "10.0.0.1", "port": 1, "ttl": 30}, static=True)

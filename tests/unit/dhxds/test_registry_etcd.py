@@ -353,3 +353,149 @@ def test_state_export_import_on_etcd(cluster, tmp_path, capsys):
     assert [w["id"] for w in exported["workers"]] == ["w1", "w2"]
     assert cli.main(["state", "import", "--config", str(config), str(backup)]) == 0
     assert "(nothing changed)" in capsys.readouterr().out
+
+
+def test_a_worker_with_a_ttl_disappears_by_itself_unless_renewed(cluster):
+    """Worker leases: both keys on one etcd lease; a repeated PUT renews it; the watch sees
+    the expiry as a delete of the worker (the prefix is free again). Bounded waits only."""
+
+    async def main():
+        b, reader = backend(cluster), None
+        try:
+            start = (await b.load())[0]
+            reader = EtcdBackend(b.settings)
+            leased = worker("lease", ttl=5)  # renewed every second: a wide margin
+            first = await b.put(leased)
+            assert first.created and first.changed
+            await b.put(worker("keep"))
+            # Renew a few times: the lease is kept alive by the repeated (unchanged) PUT.
+            for _renewal in range(3):
+                await asyncio.sleep(1)
+                renewed = await b.put(leased)
+                assert (renewed.created, renewed.changed) == (False, False)
+            assert set((await b.load())[1]) == {"lease", "keep"}
+            # Stop renewing: it goes by itself, seen through another backend's watch.
+            gone = []
+
+            async def follow():
+                async for batch in reader.watch(start):
+                    gone.extend(c.worker_id for c in batch if c.worker is None)
+                    if "lease" in gone:
+                        return
+
+            await asyncio.wait_for(follow(), 30)
+            assert set((await b.load())[1]) == {"keep"}
+            # Its envoy_prefix is free again.
+            assert (await b.put(worker("other", envoy_prefix="/worker/lease"))).created
+            # Dropping the ttl from a leased worker keeps it for good.
+            await b.put(worker("was-leased", ttl=2))
+            await b.put(worker("was-leased"))
+            await b.put(worker("probe", ttl=2))
+
+            async def probe_gone():
+                while "probe" in (await b.load())[1]:
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(probe_gone(), 30)
+            assert "was-leased" in (await b.load())[1]
+        finally:
+            await b.close()
+            if reader is not None:
+                await reader.close()
+
+    asyncio.run(main())
+
+
+def test_ttl_in_replace_all_and_conflicts_do_not_leak_leases(cluster):
+    async def main():
+        b = backend(cluster)
+        try:
+            await b.put(worker("a"))
+            with pytest.raises(Conflict):
+                await b.put(worker("b", envoy_prefix="/worker/a", ttl=30))
+            await b.replace_all({"x": worker("x", ttl=2), "y": worker("y")})
+
+            async def x_gone():
+                while "x" in (await b.load())[1]:
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(x_gone(), 30)
+            assert set((await b.load())[1]) == {"y"}
+            assert (await b.put(worker("z", envoy_prefix="/worker/x"))).created
+        finally:
+            await b.close()
+
+    asyncio.run(main())
+
+
+def static(worker_id: str, port: int = 7000, **extra) -> Worker:
+    return Worker.from_dict(
+        {"id": worker_id, "host": "127.0.0.1", "port": port, **extra}, static=True
+    )
+
+
+def test_the_shared_config_is_published_by_the_last_replica_to_start_and_served_by_all(
+    cluster, caplog
+):
+    """web_api_service and static workers live in etcd (<prefix>config): a replica whose
+    config file differs publishes it when it starts (last writer wins, WARNING naming the
+    difference); every replica serves etcd's copy, so their states (and versions) are equal."""
+
+    async def main():
+        first = backend(cluster)
+        settings = first.settings
+        a = Registry(first, WEB, "rds_config", [static("s1"), static("s2")])
+        b = c = None
+        try:
+            await a.start()
+            assert a.web_api == WEB and set(a.static) == {"s1", "s2"}
+            # A stored worker with the id of a static worker of the NEXT config is served
+            # until that config arrives.
+            await a.put(worker("s3", envoy_prefix="/dyn/s3"))
+            other_web = Upstream("127.0.0.1", 9999, "http1")
+            b = Registry(
+                EtcdBackend(settings), other_web, "rds_config", [static("s1", 7001), static("s3")]
+            )
+            await b.start()
+            assert "differs from the shared config" in caplog.text
+            assert "web_api_service 127.0.0.1:8123 (downstream) -> 127.0.0.1:9999 (http1)" in (
+                caplog.text
+            )
+            assert (
+                "static workers added: s3; static workers removed: s2; static workers "
+                "changed: s1" in caplog.text
+            )
+
+            async def converged():
+                while a.state() != b.state():
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(converged(), 10)
+            assert a.web_api == other_web and a.static["s1"].port == 7001
+            assert "s3" not in a.dynamic and a.get("s3").static  # the static one wins
+            with pytest.raises(Conflict, match="defined in the config file"):
+                await a.put(worker("s3"))
+            # A third replica with B's file: nothing to publish, no warning for it.
+            caplog.clear()
+            c = Registry(
+                EtcdBackend(settings), other_web, "rds_config", [static("s3"), static("s1", 7001)]
+            )
+            await c.start()
+            assert "differs" not in caplog.text and c.state() == b.state()
+            # Back to A's file (a restart of A): everyone follows again; s3 is dynamic again.
+            await a.stop()
+            a = Registry(EtcdBackend(settings), WEB, "rds_config", [static("s1"), static("s2")])
+            await a.start()
+
+            async def back():
+                while b.static.keys() != {"s1", "s2"} or c.state() != a.state():
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(back(), 10)
+            assert b.web_api == WEB and b.dynamic["s3"].envoy_prefix == "/dyn/s3"
+        finally:
+            for registry in (a, b, c):
+                if registry is not None:
+                    await registry.stop()
+
+    asyncio.run(main())

@@ -9,11 +9,13 @@ from dhxds.xds_types import V2, V3
 from envoy.api.v2 import cluster_pb2 as cluster_v2
 from envoy.api.v2 import route_pb2 as route_v2
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.matcher.v3.http_inputs_pb2 import HttpRequestHeaderMatchInput
 
-from dhxds import resources, resources_v2
+from dhxds import resources
 
 # What dhxds' resolver found for worker host names (resolver.py); others stay unresolved.
 RESOLVED = (("dh-host.example", ("10.9.9.9", "10.9.9.10")),)
@@ -61,11 +63,11 @@ def test_unresolved_worker_names_stay_out_of_envoy_and_web_api_names_stay_dns():
     """A worker whose name dhxds cannot resolve gets neither cluster nor route (its requests
     go to web_api_service); web_api_service exists from the start, so Envoy resolves it."""
     st = state(W1, W10, web=("dh-infra.example", 8123), addresses=())
-    for module in (resources, resources_v2):
-        clusters = module.build_clusters(st)
+    for dialect in (V3, V2):
+        clusters = resources.build_clusters(st, dialect)
         assert list(clusters) == ["web_api_service", "worker_w1"]
         assert clusters["web_api_service"].type == cluster_pb2.Cluster.STRICT_DNS
-        routes = module.build_route_config(st).virtual_hosts[0].routes
+        routes = _all_routes(resources.build_route_config(st, dialect).virtual_hosts[0])
         assert {r.route.cluster for r in routes if r.HasField("route")} == {
             "worker_w1",
             "web_api_service",
@@ -84,33 +86,65 @@ def test_v3_protocol_override():
     assert h2.HasField("http2_protocol_options") and h1.HasField("http_protocol_options")
 
 
-def test_v3_routes_order_and_matching():
+def _all_routes(vhost) -> list:
+    """Every route a virtual host can pick: its ordered list, or the matcher's actions."""
+    from dhops_testkit.xds import _matcher_routes
+
+    if "matcher" not in vhost.DESCRIPTOR.fields_by_name:  # v2
+        return list(vhost.routes)
+    return [*vhost.routes, *_matcher_routes(vhost.matcher)]
+
+
+def _unpacked(on_match, cls):
+    out = cls()
+    assert on_match.action.typed_config.Unpack(out)
+    return out
+
+
+def test_v3_routes_are_a_header_map_then_a_path_trie_then_the_fallbacks():
     config = resources.build_route_config(
-        state(W1, W10, {**W10, "id": "raw", "strip_prefix": False})
+        state(W1, W10, {**W10, "id": "raw", "strip_prefix": False, "envoy_prefix": "/custom/raw"})
     )
     assert config.name == "rds_config"
     [vhost] = config.virtual_hosts
-    assert list(vhost.domains) == ["*"]
-    names = [r.name for r in vhost.routes]
-    assert names[-1] == "default" and vhost.routes[-1].route.cluster == "web_api_service"
-    by_name = {r.name: r for r in vhost.routes}
-    # Trailing '/' on the prefix + exact bare path: /worker/w1 never matches /worker/w10.
-    assert by_name["w1-prefix"].match.prefix == "/worker/w1/"
-    assert by_name["w1-path"].match.path == "/worker/w1"
-    assert by_name["w1-prefix"].route.prefix_rewrite == "/"
-    assert by_name["w1-path"].route.prefix_rewrite == "/"
-    assert by_name["raw-prefix"].route.prefix_rewrite == ""
-    header = by_name["w10-header"]
-    assert header.match.headers[0].name == "envoy-prefix"
-    assert header.match.headers[0].string_match.exact == "/worker/w10"
-    assert header.route.prefix_rewrite == ""  # gRPC paths stay as they are
+    assert list(vhost.domains) == ["*"] and not vhost.routes
+    tree = vhost.matcher.matcher_tree
+    header_input = HttpRequestHeaderMatchInput()
+    tree.input.typed_config.Unpack(header_input)
+    assert header_input.header_name == "envoy-prefix"
+    # gRPC: the envoy-prefix header picks the worker whatever the path; the path stays as sent.
+    assert set(tree.exact_match_map.map) == {"/worker/w1", "/worker/w10", "/custom/raw"}
+    header = _unpacked(tree.exact_match_map.map["/worker/w10"], rc.Route)
+    assert header.name == "w10-header" and header.route.cluster == "worker_w10"
+    assert header.match.prefix == "/" and header.route.prefix_rewrite == ""
+    # No header match: the path trie; its key has no trailing '/', so the bare path matches.
+    paths = vhost.matcher.on_no_match.matcher
+    path_input = HttpRequestHeaderMatchInput()
+    paths.matcher_tree.input.typed_config.Unpack(path_input)
+    assert path_input.header_name == ":path"
+    assert set(paths.matcher_tree.prefix_match_map.map) == {
+        "/worker/w1",
+        "/worker/w10",
+        "/worker/raw",
+    }
+    w1 = _unpacked(paths.matcher_tree.prefix_match_map.map["/worker/w1"], rc.RouteList).routes
+    # The worker's own routes, then the fallbacks: /worker/w1x/... lands here when w1x is
+    # unknown (longest prefix), matches neither, and gets what the ordered list gave it.
+    assert [r.name for r in w1] == ["w1-path", "w1-prefix", "no-worker", "default"]
+    assert w1[0].match.path == "/worker/w1" and w1[1].match.prefix == "/worker/w1/"
+    assert w1[0].route.prefix_rewrite == "/" and w1[1].route.prefix_rewrite == "/"
+    raw = _unpacked(paths.matcher_tree.prefix_match_map.map["/worker/raw"], rc.RouteList)
+    assert raw.routes[1].route.prefix_rewrite == ""
+    fallbacks = _unpacked(paths.on_no_match, rc.RouteList).routes
+    assert [r.name for r in fallbacks] == ["no-worker", "default"]
     # A gRPC call naming no worker gets UNAVAILABLE with a clear message (trailers-only).
-    no_worker = vhost.routes[-2]
-    assert no_worker.name == "no-worker" and no_worker.direct_response.status == 200
+    no_worker, default = fallbacks
+    assert default.route.cluster == "web_api_service"
+    assert no_worker.direct_response.status == 200
     assert [h.name for h in no_worker.match.headers] == ["envoy-prefix", "content-type"]
     added = {h.header.key: h.header.value for h in no_worker.response_headers_to_add}
     assert added["grpc-status"] == "14" and "%REQ(envoy-prefix)%" in added["grpc-message"]
-    for route in vhost.routes:
+    for route in _all_routes(vhost):
         if not route.HasField("route"):
             continue
         action = route.route
@@ -120,9 +154,31 @@ def test_v3_routes_order_and_matching():
         assert [u.upgrade_type for u in action.upgrade_configs] == ["websocket"]
 
 
+def test_v3_without_workers_is_the_plain_fallback_list():
+    """The matcher's maps may not be empty (Envoy refuses them)."""
+    [vhost] = resources.build_route_config(state()).virtual_hosts
+    assert not vhost.HasField("matcher")
+    assert [r.name for r in vhost.routes] == ["no-worker", "default"]
+
+
+def test_v2_keeps_the_ordered_list():
+    config = resources.build_route_config(
+        state(W1, W10, {**W10, "id": "raw", "strip_prefix": False}), V2
+    )
+    [vhost] = config.virtual_hosts
+    names = [r.name for r in vhost.routes]
+    assert names[-2:] == ["no-worker", "default"]
+    by_name = {r.name: r for r in vhost.routes}
+    # Trailing '/' on the prefix + exact bare path: /worker/w1 never matches /worker/w10.
+    assert by_name["w1-prefix"].match.prefix == "/worker/w1/"
+    assert by_name["w1-path"].match.path == "/worker/w1"
+    assert by_name["raw-prefix"].route.prefix_rewrite == ""
+    assert by_name["w10-header"].match.headers[0].exact_match == "/worker/w10"
+
+
 def test_v2_resources_parse_as_v2_with_the_same_routing():
     st = state(W1, {**W10, "upstream_protocol": "http1", "tls": True, "tls_sni": "sni.example"})
-    clusters = resources_v2.build_clusters(st)
+    clusters = resources.build_clusters(st, V2)
     w1 = cluster_v2.Cluster.FromString(clusters["worker_w1"].SerializeToString())
     assert w1.protocol_selection == cluster_v2.Cluster.USE_DOWNSTREAM_PROTOCOL
     assert w1.HasField("http2_protocol_options")
@@ -133,10 +189,10 @@ def test_v2_resources_parse_as_v2_with_the_same_routing():
         "envoy.api.v2.auth.UpstreamTlsContext"
     )
     config = route_v2.RouteConfiguration.FromString(
-        resources_v2.build_route_config(st).SerializeToString()
+        resources.build_route_config(st, V2).SerializeToString()
     )
-    v3_names = [r.name for r in resources.build_route_config(st).virtual_hosts[0].routes]
-    assert [r.name for r in config.virtual_hosts[0].routes] == v3_names
+    v3_names = {r.name for r in _all_routes(resources.build_route_config(st).virtual_hosts[0])}
+    assert {r.name for r in config.virtual_hosts[0].routes} == v3_names
     header = {r.name: r for r in config.virtual_hosts[0].routes}["w1-header"]
     assert header.match.headers[0].exact_match == "/worker/w1"
     assert header.route.HasField("max_grpc_timeout")
@@ -145,13 +201,13 @@ def test_v2_resources_parse_as_v2_with_the_same_routing():
 def test_encoded_snapshot_equals_plain_build_for_both_versions():
     st = state(W1, W10, {**W1, "id": "z", "strip_prefix": False})
     snap = Snapshot(st, new_encoders())
-    for flavour, module, config_cls in (
-        (V3, resources, route_pb2.RouteConfiguration),
-        (V2, resources_v2, route_v2.RouteConfiguration),
+    for flavour, config_cls in (
+        (V3, route_pb2.RouteConfiguration),
+        (V2, route_v2.RouteConfiguration),
     ):
         encoded = snap.resources(flavour.route_type)["rds_config"]
         assert encoded.any.type_url == flavour.route_type
-        assert config_cls.FromString(encoded.any.value) == module.build_route_config(st)
+        assert config_cls.FromString(encoded.any.value) == resources.build_route_config(st, flavour)
         assert encoded.refs == {"web_api_service", "worker_w1", "worker_w10", "worker_z"}
         clusters = snap.resources(flavour.cluster_type)
         assert {c.any.type_url for c in clusters.values()} == {flavour.cluster_type}
@@ -188,6 +244,6 @@ def test_pre_encoded_responses_parse_as_v3_and_v2_discovery_responses():
             version_info="v1",
             nonce="7",
             type_url=flavour.cluster_type,
-            resources=[c.any for c in clusters.values()],
+            resources=[clusters[name].any for name in sorted(clusters)],  # name order
         )
         assert parsed == expected

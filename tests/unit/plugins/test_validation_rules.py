@@ -86,3 +86,21 @@ def _ok(check, value, error):
     except error:
         return False
     return True
+
+
+def test_ttl_range_is_identical():
+    assert (xds_api.TTL_MIN, xds_api.TTL_MAX) == (model.TTL_MIN, model.TTL_MAX)
+
+
+@pytest.mark.parametrize("ttl", CORPUS["ttl"]["valid"])
+def test_corpus_valid_ttls(ttl):
+    xds_api.check_ttl(ttl)
+    assert model.validate_ttl(ttl) == ttl
+
+
+@pytest.mark.parametrize(("ttl", "why"), CORPUS["ttl"]["invalid"])
+def test_corpus_invalid_ttls(ttl, why):
+    with pytest.raises(ApiError, match=r"^ttl "):
+        xds_api.check_ttl(ttl)
+    with pytest.raises(model.ValidationError, match=r"^ttl "):
+        model.validate_ttl(ttl)

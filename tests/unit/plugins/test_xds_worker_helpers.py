@@ -24,6 +24,7 @@ PARAMS = {
     "upstream_protocol": "downstream",
     "tls": False,
     "tls_sni": None,
+    "ttl": None,
 }
 HELD = {
     "id": "w1",
@@ -145,3 +146,12 @@ def test_pending_nodes_are_listed_in_the_message():
 def test_wait_urls():
     api = XdsApi("http://xds:8125")
     assert api.worker_url("w1", 30) == "http://xds:8125/v1/workers/w1?wait=routable&timeout=30"
+
+
+def test_ttl_is_compared_and_checked():
+    assert "ttl" not in desired_worker(PARAMS)
+    assert differs(HELD, desired_worker({**PARAMS, "ttl": 30}))
+    assert differs({**HELD, "ttl": 30}, desired_worker(PARAMS))  # leaving it out drops it
+    assert not differs({**HELD, "ttl": 30}, desired_worker({**PARAMS, "ttl": 30}))
+    with pytest.raises(ApiError, match="ttl 1 is outside 2-86400"):
+        check_params({**TASK, "ttl": 1})
