@@ -206,11 +206,16 @@ def xds_tls_files(tls: XdsTls) -> tuple[bytes, bytes, bytes]:
 
 
 def check_files(config: Config) -> None:
-    """What `serve --check` and the start read besides the config file: the token file and
-    the xDS TLS files (ConfigError naming the first problem)."""
+    """What `serve --check` and the start read besides the config file: the token file, the
+    xDS TLS files and the etcd TLS files (ConfigError naming the first problem)."""
     read_tokens(config.token_file)
     if config.xds_tls is not None:
         xds_tls_files(config.xds_tls)
+    if config.etcd is not None:
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(config.etcd, key)
+            if path is not None:
+                read_pem(path, f"state.etcd.{key}")
 
 
 def _etcd(data: object) -> EtcdSettings:

@@ -15,7 +15,7 @@ from aiohttp import web
 from . import sd_notify
 from .api import Api, Tokens
 from .backends import open_state
-from .config import Config, split_listen, xds_tls_files
+from .config import Config, check_files, split_listen, xds_tls_files
 from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
 from .protocol import XdsCore
@@ -35,6 +35,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
+        check_files(config)  # every file, before anything starts: one clear line, exit 2
         self.tokens = Tokens.from_file(config.token_file)
         # Read before anything starts: a missing or bad file is one clear line, exit 2.
         self.xds_credentials: grpc.ServerCredentials | None = None

@@ -669,7 +669,7 @@ class Registry:
         self._static_prefixes = {w.envoy_prefix: w.id for w in self.static.values()}
         # The config file's shared part; with a backend that shares it (etcd) the served one
         # is the backend's copy (docs/registry.md, "The shared config").
-        self.file_config = SharedConfig(web_api, tuple(static_workers)).normalized()
+        self.file_config = SharedConfig(web_api, tuple(self.static.values())).normalized()
         self.stored: dict[str, Worker] = {}  # every stored worker, served or not
         self.dynamic: dict[str, Worker] = {}
         self._config_problem: str | None = None

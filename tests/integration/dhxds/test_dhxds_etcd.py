@@ -63,6 +63,16 @@ def same_versions(a, b) -> dict[str, str] | None:
     return va if va and va == vb and len(va) == 2 else None
 
 
+def pushes(daemon) -> float:
+    """dhxds_pushes_total over all labels: every response sent to any Envoy."""
+    text = daemon.call("GET", "/metrics").text
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("dhxds_pushes_total{")
+    )
+
+
 def health(daemon) -> dict:
     return daemon.call("GET", "/healthz", token=None).json()
 
@@ -138,6 +148,7 @@ def test_etcd_faults_one_member_then_all(etcd, replicas, envoys, backends):
     assert envoy_b.connected()  # dhxds kept serving xDS
 
     # Members back: writes work again, both replicas converge, nothing acknowledged is lost.
+    pushes_before = {d.api: pushes(d) for d in (a, b)}
     back = time.monotonic()
     etcd.restart_all()
 
@@ -151,6 +162,8 @@ def test_etcd_faults_one_member_then_all(etcd, replicas, envoys, backends):
     wait_for(lambda: health(a).get("status") == "ok", 30, "A healthy again")
     wait_for(lambda: health(b).get("status") == "ok", 30, "B healthy again")
     healthy = time.monotonic() - back
+    # The resync changed nothing, so nothing was pushed: no flap (no empty or partial set).
+    assert {d.api: pushes(d) for d in (a, b)} == pushes_before
     wait_for(writable, 60, "a write through B after etcd is back", interval=0.5)
     acknowledged.add("after")
     wait_for(lambda: envoy_b.backend_of("/worker/after/") == "after", 20, "after via B")

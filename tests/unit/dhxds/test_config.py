@@ -124,3 +124,21 @@ def test_xds_tls_files_are_checked(tmp_path):
     files["client_ca_file"].unlink()
     with pytest.raises(ConfigError, match=r"cannot read xds.tls.client_ca_file .*client_ca_file"):
         check_files(config)
+
+
+def test_etcd_tls_files_are_checked_too(tmp_path):
+    from dhxds.config import check_files
+
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    config = parse_config(
+        {
+            "api": {"token_file": str(token)},
+            "state": {
+                "backend": "etcd",
+                "etcd": {"endpoints": ["https://127.0.0.1:2379"], "ca_file": str(tmp_path / "ca")},
+            },
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^cannot read state\.etcd\.ca_file .*/ca: No such"):
+        check_files(config)
