@@ -49,7 +49,12 @@ except ImportError:  # pragma: no cover - reported by EtcdBackend()
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_NO_ANSWER = object()  # _round: no endpoint answered
 CALL_TIMEOUT_S = 5.0
+# A leader election (the election timeout, 1 s by default) makes every member answer
+# UNAVAILABLE for a moment: keep going round the endpoints that long before answering 503.
+ELECTION_WINDOW_S = 3.0
+ELECTION_PAUSE_S = 0.2
 MAX_ATTEMPTS = 20  # compare failures of put/delete caused by concurrent writes
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 UNAVAILABLE_CODES = {
@@ -172,9 +177,25 @@ class EtcdBackend(RegistryBackend):
         return "; ".join(reasons) or None
 
     async def _call(self, fn: Callable[[_Endpoint], Awaitable[T]], what: str) -> T:
-        """fn on the current endpoint, then on each other one while they are unavailable."""
+        """fn on the current endpoint, then on the others while they are unavailable; rounds
+        repeat for ELECTION_WINDOW_S so an election between live members is not a 503."""
+        deadline = asyncio.get_running_loop().time() + ELECTION_WINDOW_S
+        while True:
+            errors: list[str] = []
+            result = await self._round(fn, what, errors)
+            if result is not _NO_ANSWER:
+                return result  # type: ignore[return-value]
+            if asyncio.get_running_loop().time() + ELECTION_PAUSE_S > deadline:
+                break
+            await asyncio.sleep(ELECTION_PAUSE_S)
+        self._problem = f"etcd unavailable ({what}): {'; '.join(errors)}"[:1000]
+        raise Unavailable(self._problem)
+
+    async def _round(
+        self, fn: Callable[[_Endpoint], Awaitable[T]], what: str, errors: list[str]
+    ) -> T | object:
+        """One try on every endpoint, the current one first; _NO_ANSWER when none answered."""
         endpoints = self._all()
-        errors = []
         for step in range(len(endpoints)):
             index = (self._current + step) % len(endpoints)
             endpoint = endpoints[index]
@@ -194,8 +215,7 @@ class EtcdBackend(RegistryBackend):
                 log.warning("etcd answers again (%s); no longer degraded", endpoint.url)
                 self._problem = None
             return result
-        self._problem = f"etcd unavailable ({what}): {'; '.join(errors)}"[:1000]
-        raise Unavailable(self._problem)
+        return _NO_ANSWER
 
     async def _range(self, key: bytes, end: bytes | None = None) -> Any:
         request = etcdrpc.RangeRequest(key=key, range_end=end or b"")

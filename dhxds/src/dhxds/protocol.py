@@ -164,6 +164,16 @@ class TypeState:
         self, resources: ResourceSet
     ) -> tuple[tuple[Encoded, ...], tuple[str, ...]]:
         """Delta: what differs from what the client holds, and the names it must drop."""
+        if self.acked_set is not None and not self.force:
+            names = resources.names_changed_since(self.acked_set)
+            if names is not None:  # O(changed): the encoder kept what moved since
+                acked, now = self.acked_set.by_name, resources.by_name
+                changed = tuple(
+                    now[name]
+                    for name in sorted(names)
+                    if name in now and (name not in acked or acked[name].digest != now[name].digest)
+                )
+                return changed, tuple(sorted(n for n in names if n in acked and n not in now))
         if self.acked_set is not None:
             holds = {name: res.digest for name, res in self.acked_set.by_name.items()}
         else:

@@ -101,6 +101,35 @@ class Replica(Daemon):
         return 0.0
 
 
+def etcd_status(member) -> dict:
+    """A member's /v3/maintenance/status (through etcd's gRPC gateway)."""
+    return requests.post(f"{member.client_url}/v3/maintenance/status", json={}, timeout=2).json()
+
+
+def etcd_make_leader(etcd, index: int) -> None:
+    """Move the raft leadership to member `index` (etcdctl move-leader), and wait for it."""
+    target = etcd.members[index]
+    target_id = etcd_status(target)["header"]["member_id"]
+
+    def moved() -> bool:
+        statuses = [etcd_status(m) for m in etcd.members]
+        if all(s["leader"] == target_id for s in statuses):
+            return True
+        leader = next(
+            m
+            for m, s in zip(etcd.members, statuses, strict=True)
+            if s["header"]["member_id"] == s["leader"]
+        )
+        requests.post(
+            f"{leader.client_url}/v3/maintenance/transfer-leadership",
+            json={"targetID": target_id},
+            timeout=10,
+        )
+        return False
+
+    wait_for(moved, 30, f"etcd leadership on {target.name}", interval=0.2)
+
+
 # --- load ------------------------------------------------------------------------------------
 @dataclass
 class Tally:
@@ -196,7 +225,8 @@ class LoadGen:
     def stop(self) -> None:
         self._stop.set()
         for thread in self.threads:
-            thread.join(10)
+            if thread.ident is not None:  # started
+                thread.join(10)
 
 
 def probe(envoy: Envoy, path: str) -> str:
@@ -241,8 +271,10 @@ class Plane:
     load: LoadGen
     acknowledged: set[str] = field(default_factory=set)  # every worker a 2xx confirmed
 
-    def register(self, replica: Replica, worker_id: str, wait: bool = True) -> None:
-        """Register a new stand-in worker through `replica`; it must be acknowledged."""
+    def register(self, replica: Replica, worker_id: str, wait: bool = True) -> int:
+        """Register a new stand-in worker through `replica`; it must be acknowledged (with
+        `wait`: 200/201 routable on every Envoy connected to `replica`, 202 pending). Returns
+        the status."""
         port = self.backends.start(worker_id)
         query = "?wait=routable&timeout=20" if wait else ""
         resp = replica.call(
@@ -250,6 +282,7 @@ class Plane:
         )
         assert resp.status_code in (200, 201, 202), (resp.status_code, resp.text)
         self.acknowledged.add(worker_id)
+        return resp.status_code
 
     def routable_everywhere(self, worker_id: str, timeout: float = 60) -> None:
         for envoy in self.envoys.values():

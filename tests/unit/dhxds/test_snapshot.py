@@ -64,6 +64,7 @@ def test_incremental_snapshots_equal_fresh_ones(changes, v2_first):
     workers: dict[str, Worker] = {}
     resolved: tuple[str, ...] = ()
     web_port = 8123
+    earlier = []  # v3 cluster sets handed out before, newest last
     for step in changes:
         if step[0] == "put":
             _op, worker_id, port, strip = step
@@ -86,6 +87,26 @@ def test_incremental_snapshots_equal_fresh_ones(changes, v2_first):
         if v2_first:  # v2 encoders may skip states (no v2 client connected)
             mine.cluster_set(FLAVOURS["v2"].cluster_type)
         _same(mine, Snapshot(state, new_encoders()))
+        now = mine.cluster_set(FLAVOURS["v3"].cluster_type)
+        for older in earlier[-8:]:
+            _delta_names_are_exact(older, now)
+        earlier.append(now)
+
+
+def _delta_names_are_exact(older, now) -> None:
+    """What an encoder says changed since an earlier set (for delta diffs) covers everything
+    that differs between the two sets (it may also name one added and removed in between,
+    which the diff then skips)."""
+    names = now.names_changed_since(older)
+    assert names is not None
+    differ = {
+        n
+        for n in older.by_name.keys() | now.by_name.keys()
+        if n not in older.by_name
+        or n not in now.by_name
+        or older.by_name[n].digest != now.by_name[n].digest
+    }
+    assert differ <= names
 
 
 def test_an_older_snapshot_still_answers_after_newer_ones():
