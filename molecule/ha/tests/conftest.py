@@ -2,6 +2,7 @@
 etcd registry, two Envoys whose xds_service cluster lists both replicas."""
 
 import os
+import pathlib
 import subprocess
 import time
 
@@ -80,6 +81,17 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.25)
 
 
+def pki(name: str) -> bytes:
+    """A file of the test PKI (pki.yml): ca.pem, server.pem/key, client.pem/key."""
+    return (pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki" / name).read_bytes()
+
+
+def credentials(client: bool) -> grpc.ChannelCredentials:
+    """TLS to a replica's xDS port, with the Envoys' client certificate or without one."""
+    pair = {"private_key": pki("client.key"), "certificate_chain": pki("client.pem")}
+    return grpc.ssl_channel_credentials(root_certificates=pki("ca.pem"), **(pair if client else {}))
+
+
 def xds_versions(replica: str) -> tuple[str, str]:
     """(CDS version, RDS version) a new ADS client gets from this replica right now. It ACKs
     the clusters as Envoy would: the routes follow only then."""
@@ -92,7 +104,7 @@ def xds_versions(replica: str) -> tuple[str, str]:
     out.put(discovery_pb2.DiscoveryRequest(node=node, type_url=CDS))
     out.put(discovery_pb2.DiscoveryRequest(node=node, type_url=RDS, resource_names=["rds_config"]))
     versions: dict[str, str] = {}
-    with grpc.insecure_channel(f"{REPLICAS[replica][1]}:8124") as channel:
+    with grpc.secure_channel(f"{REPLICAS[replica][1]}:8124", credentials(client=True)) as channel:
         call = channel.stream_stream(
             ADS,
             request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,

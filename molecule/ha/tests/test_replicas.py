@@ -2,23 +2,26 @@
 a registration through either replica is routed by every Envoy, both replicas serve the same
 versions, and losing a replica loses no request and no registration."""
 
-import pathlib
 import threading
 
+import grpc
+import pytest
+import requests
 from conftest import (
+    ADS,
     ENVOYS,
     REPLICAS,
+    api,
     backend_of,
     connected_replica,
+    credentials,
     log_of,
     put_worker,
-    run_playbook,
     wait_for,
     xds_versions,
 )
 
 OTHER = {"A": "B", "B": "A"}
-PREFLIGHT = pathlib.Path(__file__).parent / "preflight.yml"
 
 
 def test_replicas_run_in_etcd_mode_with_the_etcd_client(hosts):
@@ -30,12 +33,18 @@ def test_replicas_run_in_etcd_mode_with_the_etcd_client(hosts):
         for member in ("127.0.0.11", "127.0.0.12", "127.0.0.13"):
             assert f"http://{member}:2379" in config
         assert host.run("/opt/dhxds/venv/bin/python -c 'import aetcd'").rc == 0
+        assert "client_ca_file: /etc/dhxds/xds-client-ca.pem" in config
+        key = host.file("/etc/dhxds/xds-server.key")
+        assert (key.user, key.group, key.mode) == ("root", "dhxds", 0o640)
 
 
 def test_envoys_use_ads_and_list_both_replicas(hosts):
     for envoy in ENVOYS:
         config = hosts[envoy].file("/etc/envoy/config.yaml").content_string
         assert "ads_config:" in config
+        assert "UpstreamTlsContext" in config
+        key = hosts[envoy].file("/etc/envoy/xds-tls/key.pem")
+        assert (key.user, key.group, key.mode) == ("root", "envoy", 0o640)
         for _container, address in REPLICAS.values():
             assert f'address: "{address}", port_value: 8124' in config
 
@@ -65,18 +74,31 @@ def test_both_replicas_serve_the_same_versions():
     assert all(versions), versions
 
 
-def test_refused_without_etcd_or_without_ads():
-    """Two xds hosts on SQLite, or an Envoy without ADS in front of two replicas: refused by
-    the roles' preflight checks with the fix in the message."""
-    result = run_playbook(str(PREFLIGHT), "-e", '{"xds_state_backend": "sqlite"}')
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "2 dhxds hosts (ha-1, ha-2) need a shared registry" in output
-    assert "Set xds_state_backend=etcd" in output
-    result = run_playbook(str(PREFLIGHT), "-e", '{"envoy_xds_use_ads": false}')
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "separate CDS and RDS streams may reach different replicas" in output
+def test_the_xds_port_requires_a_client_certificate():
+    """mTLS: Envoy reaches the replicas with its client certificate (the tests above went
+    through it); a client without one is refused during the handshake."""
+    for _container, address in REPLICAS.values():
+        with grpc.secure_channel(f"{address}:8124", credentials(client=False)) as channel:
+            call = channel.stream_stream(ADS)
+            with pytest.raises(grpc.RpcError) as refused:
+                next(call(iter([b""]), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_both_tokens_of_a_rotation_are_accepted_by_every_replica(hosts):
+    lines = hosts["ha-1"].file("/etc/dhxds/api-token").content_string.split()
+    assert lines == [
+        "ha-current-token-0123456789abcdefghijklmnop",
+        "ha-previous-token-0123456789abcdefghijkl",
+    ]
+    for replica in REPLICAS:
+        for token, status in [(lines[0], 200), (lines[1], 200), ("not-a-token", 401)]:
+            response = requests.get(
+                f"{api(replica)}/v1/workers",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            )
+            assert response.status_code == status, (replica, token, response.text)
 
 
 def test_losing_a_replica_loses_no_request_and_no_registration(hosts, token):
