@@ -252,7 +252,7 @@ async def _hammer(url: str, seconds: float, connections: int = 8) -> tuple[int, 
                     else:
                         bad += 1
 
-        await asyncio.gather(*(one() for _ in range(connections)))
+        await asyncio.gather(*(one() for _connection in range(connections)))
     return ok, bad
 
 

@@ -103,7 +103,7 @@ async def main_async(args: argparse.Namespace) -> None:
     options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
     channels = [
         grpc.aio.insecure_channel(f"127.0.0.1:{args.port}", options=options)
-        for _ in range((args.streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)
+        for _channel in range((args.streams + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL)
     ]
     tasks = [
         asyncio.create_task(fan.stream(channels[i // STREAMS_PER_CHANNEL], i))
