@@ -12,7 +12,6 @@ per session and are stopped by their PID.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from dhops_testkit import ENVOY_MAIN, HOST, TOKEN, Backends, Daemon, Envoy, run_dhxds, wait_for
 from dhops_testkit.ansible_run import ansible_module
+from dhops_testkit.collection import collected_only_when_named
 from dhops_testkit.deephaven import DeephavenWorker, ensure_prerequisites, start_workers
 from dhops_testkit.tls import self_signed_certificate
 
@@ -30,18 +30,7 @@ WORKERS = ["w1", "w10", "w3"]
 TIMINGS: dict[str, float] = {}
 
 
-def _named_explicitly(config) -> bool:
-    for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path, config):
-    if os.environ.get("DHOPS_DEEPHAVEN") == "1" or _named_explicitly(config):
-        return None
-    return True
+pytest_ignore_collect = collected_only_when_named(HERE, "DHOPS_DEEPHAVEN")
 
 
 def pytest_terminal_summary(terminalreporter):

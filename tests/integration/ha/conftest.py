@@ -16,11 +16,11 @@ reports/faults.json` prints the table for docs/benchmarks/).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from dhops_testkit import ENVOY_MAIN, ENVOY_OLD, ROOT, Backends
+from dhops_testkit.collection import collected_only_when_named
 from dhops_testkit.etcd import EtcdCluster, etcd_binary
 from dhops_testkit.ha import (
     BASE_WORKERS,
@@ -37,18 +37,7 @@ from dhops_testkit.ha import (
 HERE = Path(__file__).resolve().parent
 
 
-def _named_explicitly(config) -> bool:
-    for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path, config):
-    if os.environ.get("DHOPS_FAULTS") == "1" or _named_explicitly(config):
-        return None
-    return True
+pytest_ignore_collect = collected_only_when_named(HERE, "DHOPS_FAULTS")
 
 
 @pytest.fixture(scope="session")
