@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 import requests
+from common import PortEcho, load_average, rss_mb, write_state
 from dhops_testkit import (
     CDS_TYPE,
     ENVOY_MAIN,
@@ -45,7 +46,6 @@ from dhops_testkit import (
     wait_for,
 )
 from report import markdown, summary
-from xds_bench import PortEcho, load_average, rss_mb, write_state
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent

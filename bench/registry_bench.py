@@ -15,7 +15,7 @@ not hold up xDS.
 
     source scripts/harness/env.sh && python bench/registry_bench.py [--workers 10000]
 
-Numbers only; nothing is asserted. Also a section of bench/xds_bench.py.
+Numbers only; nothing is asserted.
 """
 
 from __future__ import annotations

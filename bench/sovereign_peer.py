@@ -20,9 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import requests
+from common import PortEcho
 from dhops_testkit import CACHE, ENVOY_MAIN, HOST, envoy_binary, free_port, stop_process, wait_for
 from report import summary
-from xds_bench import PortEcho
 
 VERSION = "0.32.12"
 VENV = CACHE / f"sovereign-{VERSION}"
