@@ -5,7 +5,6 @@ members down and back). Figures are printed (pytest -s) for the issue's closing 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,12 +13,9 @@ import time
 import pytest
 from dhops_testkit import CDS_TYPE, ENVOY_MAIN, RDS_TYPE, Daemon, Envoy, open_ads
 from dhops_testkit.base import wait_for
-from dhops_testkit.etcd import EtcdCluster, etcd_binary
+from dhops_testkit.etcd import EtcdCluster, require_etcd
 
-if etcd_binary() is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("etcd is not installed (scripts/bootstrap installs etcd-server)")
-    pytest.skip("etcd is not installed: apt-get install -y etcd-server", allow_module_level=True)
+require_etcd(allow_module_level=True)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dhops_testkit import ENVOY_MAIN, HOST, TOKEN, Daemon, Envoy
 from dhops_testkit.base import wait_for
-from dhops_testkit.etcd import EtcdCluster, Pki, etcd_binary, make_pki
+from dhops_testkit.etcd import EtcdCluster, Pki, make_pki, require_etcd
 
 
 @pytest.fixture
@@ -119,8 +119,7 @@ def test_everything_on_tls_etcd_client_certificates_and_xds_mtls(
 ):
     """The secured HA setup end to end: dhxds reaches a TLS etcd (--client-cert-auth) with a
     client certificate, and a real Envoy reaches dhxds with one (xds.tls)."""
-    if etcd_binary() is None:
-        pytest.skip("etcd is not installed: apt-get install -y etcd-server")
+    require_etcd()
     etcd = EtcdCluster(tmp_path / "etcd", members=1, pki=pki).start()
     state = {
         "backend": "etcd",

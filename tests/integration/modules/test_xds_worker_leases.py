@@ -3,11 +3,9 @@ through `ansible` against real dhxds daemons (SQLite, and etcd with a real 1-mem
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from dhops_testkit import HOST, TOKEN, Daemon
-from dhops_testkit.etcd import EtcdCluster, etcd_binary
+from dhops_testkit.etcd import EtcdCluster, require_etcd
 
 
 def args(daemon, **extra):
@@ -38,10 +36,7 @@ def test_a_token_file_with_several_tokens_sends_the_last(run_module, dhxds, tmp_
 
 @pytest.fixture
 def etcd_daemon(tmp_path):
-    if etcd_binary() is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("etcd is not installed (scripts/bootstrap installs etcd-server)")
-        pytest.skip("etcd is not installed")
+    require_etcd()
     cluster = EtcdCluster(tmp_path / "etcd", members=1).start()
     state = {"backend": "etcd", "etcd": {"endpoints": cluster.endpoints}}
     daemon = Daemon(tmp_path / "dhxds-etcd", extra={"state": state})

@@ -67,3 +67,14 @@ def run_dhxds(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         timeout=timeout,
         check=False,
     )
+
+
+def missing_prerequisite(reason: str, allow_module_level: bool = False) -> None:
+    """A machine prerequisite (a package scripts/bootstrap installs) is missing: under CI that
+    is a failure, never a skip; on a developer machine the test is skipped with the reason,
+    which names the install command."""
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (scripts/bootstrap installs it)", pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)

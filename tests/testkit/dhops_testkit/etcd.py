@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from .base import HOST, free_port, stop_process, wait_for
+from .base import HOST, free_port, missing_prerequisite, stop_process, wait_for
 from .tls import write_pem_pair
 
 ETCD = "/usr/bin/etcd"
@@ -23,6 +23,15 @@ ETCD = "/usr/bin/etcd"
 def etcd_binary() -> str | None:
     """The etcd server binary, or None when Debian's etcd-server is not installed."""
     return ETCD if Path(ETCD).exists() else shutil.which("etcd")
+
+
+def require_etcd(allow_module_level: bool = False) -> None:
+    """Tests that start a real etcd: a failure under CI without it, a skip elsewhere."""
+    if etcd_binary() is None:
+        missing_prerequisite(
+            "etcd is not installed: apt-get install -y etcd-server",
+            allow_module_level=allow_module_level,
+        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import itertools
 import os
 
 import pytest
-from dhops_testkit.etcd import EtcdCluster, etcd_binary, make_pki
+from dhops_testkit.etcd import EtcdCluster, make_pki, require_etcd
 from dhxds.config import ConfigError, EtcdSettings, parse_config
 from dhxds.etcd_backend import EtcdBackend
 from dhxds.model import Upstream, Worker
@@ -20,10 +20,7 @@ from test_registry_stateful import RegistryMachine
 WEB = Upstream("127.0.0.1", 8123)
 _prefixes = itertools.count()
 
-if etcd_binary() is None:
-    if os.environ.get("CI"):
-        raise RuntimeError("etcd is not installed (scripts/bootstrap installs etcd-server)")
-    pytest.skip("etcd is not installed: apt-get install -y etcd-server", allow_module_level=True)
+require_etcd(allow_module_level=True)
 
 
 @pytest.fixture
