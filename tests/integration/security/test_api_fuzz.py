@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import sqlite3
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from dhops_testkit import (
     HOST,
     RDS_TYPE,
     TOKEN,
+    AckingAds,
     Daemon,
-    open_ads,
     route_clusters,
     wait_for,
 )
@@ -96,31 +95,13 @@ sent: Counter = Counter()
 statuses: Counter = Counter()
 
 
-class Observer:
+class Observer(AckingAds):
     """An ADS client that ACKs every response at once, like an Envoy: what the daemon serves.
 
     Connected, it also makes `wait=routable` really wait (for it)."""
 
     def __init__(self, daemon: Daemon) -> None:
-        self.client = open_ads(daemon, "fuzz-observer")
-        self.lock = threading.Lock()
-        self.received = 0
-        self.last: dict[str, object] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                resp = self.client.recv(timeout=0.5)
-            except AssertionError:
-                continue
-            with self.lock:
-                self.received += 1
-                self.last[resp.type_url] = resp
-            names = ["rds_config"] if resp.type_url == RDS_TYPE else []
-            self.client.ack(resp, resource_names=names)
+        super().__init__(daemon, "fuzz-observer")
 
     def served(self) -> tuple[int, str, str]:
         """(responses received, CDS version, RDS version)."""
@@ -144,11 +125,6 @@ class Observer:
             {c for c in clusters if c.startswith("worker_")},
             {c for c in routed if c.startswith("worker_")},
         )
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
 
 
 class Fuzz:

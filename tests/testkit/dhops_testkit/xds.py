@@ -496,14 +496,18 @@ def open_ads(daemon, node_id: str) -> XdsClient:
 
 
 class AckingAds:
-    """An ADS client that ACKs every response `delay` seconds after receiving it, and notes
-    when each worker's route first arrived."""
+    """An ADS client that ACKs every response `delay` seconds after receiving it, like an
+    Envoy; it notes when each worker's route first arrived, how many responses came and the
+    last one of each type."""
 
-    def __init__(self, daemon, node_id: str, delay: float) -> None:
+    def __init__(self, daemon, node_id: str, delay: float = 0.0) -> None:
         self.client = open_ads(daemon, node_id)
         self.delay = delay
         self.routed: dict[str, float] = {}
         self.route_responses = 0
+        self.lock = threading.Lock()
+        self.received = 0
+        self.last: dict[str, object] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -515,11 +519,15 @@ class AckingAds:
             except AssertionError:
                 continue
             now = time.monotonic()
+            with self.lock:
+                self.received += 1
+                self.last[resp.type_url] = resp
             if resp.type_url == RDS_TYPE:
                 self.route_responses += 1
                 for cluster in route_clusters(resp):
                     self.routed.setdefault(cluster, now)
-            time.sleep(self.delay)
+            if self.delay:
+                time.sleep(self.delay)
             self.client.ack(
                 resp, resource_names=["rds_config"] if resp.type_url == RDS_TYPE else []
             )
