@@ -12,7 +12,8 @@ import pytest
 import yaml
 from dhops_testkit import ENVOY_MAIN, HOST, TOKEN, Daemon, Envoy
 from dhops_testkit.base import wait_for
-from dhops_testkit.etcd import EtcdCluster, Pki, make_pki, require_etcd
+from dhops_testkit.etcd import EtcdCluster, require_etcd
+from dhops_testkit.tls import Pki, make_pki
 
 
 @pytest.fixture

@@ -4,18 +4,15 @@ SIGKILL and restarted on their data dir (they rejoin); everything is stopped by 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 from .base import HOST, free_port, missing_prerequisite, stop_process, wait_for
-from .tls import write_pem_pair
+from .tls import Pki
 
 ETCD = "/usr/bin/etcd"
 
@@ -32,72 +29,6 @@ def require_etcd(allow_module_level: bool = False) -> None:
             "etcd is not installed: apt-get install -y etcd-server",
             allow_module_level=allow_module_level,
         )
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A test CA with a server certificate (127.0.0.1) and a client certificate."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_pki(workdir: Path) -> Pki:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey):
-        return write_pem_pair(cert, key, workdir / f"{stem}.pem", workdir / f"{stem}.key")
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("dhops test etcd CA"))
-        .issuer_name(name("dhops test etcd CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = write("ca", ca, ca_key)[0]
-
-    def leaf(cn: str, usage) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        return write(cn, cert, key)
-
-    server = leaf("server", ExtendedKeyUsageOID.SERVER_AUTH)
-    client = leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH)
-    return Pki(ca_path, *server, *client)
 
 
 class Member:

@@ -9,7 +9,8 @@ import itertools
 import os
 
 import pytest
-from dhops_testkit.etcd import EtcdCluster, make_pki, require_etcd
+from dhops_testkit.etcd import EtcdCluster, require_etcd
+from dhops_testkit.tls import make_pki
 from dhxds.config import ConfigError, EtcdSettings, parse_config
 from dhxds.etcd_backend import EtcdBackend
 from dhxds.model import Upstream, Worker
