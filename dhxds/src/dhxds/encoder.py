@@ -22,6 +22,7 @@ from .encoded import (
     version_from_sum,
 )
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
+from .on_demand import is_explicit, on_demand_routes
 from .resources import VIRTUAL_HOST, RegistryState, is_ip, worker_stat_name
 from .route_matcher import encoded_matcher, encoded_worker_entries
 from .wire import Chunks
@@ -62,6 +63,7 @@ class RouteParts:
 
     def __init__(self, encoder: Encoder) -> None:
         self.flavour = encoder.flavour
+        self.on_demand = encoder.on_demand
         self.ids = list(encoder._ids)
         self.slots = [list(lst) for lst in encoder._slots]
         self.sizes = list(encoder._slot_sizes)
@@ -85,7 +87,7 @@ class RouteParts:
             for index in sorted((bisect.bisect_left(self.ids, w) for w in missing), reverse=True):
                 for lst in slots:
                     del lst[index]
-        return _route_config(self.flavour, name, slots, sizes, members, total)
+        return _route_config(self.flavour, name, slots, sizes, members, total, self.on_demand)
 
 
 @dataclass(frozen=True)
@@ -95,22 +97,22 @@ class _Fixed:
     digest: str  # of everything a route configuration holds besides its workers' routes
 
 
-_FIXED: dict[tuple[str, str], _Fixed] = {}
+_FIXED: dict[tuple[str, str, bool], _Fixed] = {}
 
 
-def _fixed(flavour: Flavour, name: str) -> _Fixed:
-    found = _FIXED.get((flavour.api, name))
+def _fixed(flavour: Flavour, name: str, on_demand: bool) -> _Fixed:
+    found = _FIXED.get((flavour.api, name, on_demand))
     if found is None:
         head = flavour.virtual_host(name=VIRTUAL_HOST, domains=["*"])
+        tail = [*(on_demand_routes() if on_demand else ()), *resources.fallback_routes(flavour)]
         fallbacks = b"".join(
-            _field(ROUTES_FIELD, route.SerializeToString(deterministic=True))
-            for route in resources.fallback_routes(flavour)
+            _field(ROUTES_FIELD, route.SerializeToString(deterministic=True)) for route in tail
         )
         config = flavour.route_config(name=name).SerializeToString(deterministic=True)
         head_bytes = head.SerializeToString(deterministic=True)
         probe = encoded_matcher([b""], [b""]).join()  # the matcher's fixed parts
         found = _Fixed(head_bytes, fallbacks, digest(config + head_bytes + fallbacks + probe))
-        _FIXED[(flavour.api, name)] = found
+        _FIXED[(flavour.api, name, on_demand)] = found
     return found
 
 
@@ -121,15 +123,16 @@ def _route_config(
     sizes: list[int],
     members: dict[str, str],
     total: int,
+    on_demand: bool = False,
 ) -> Encoded:
     # Assembled from per-worker encoded routes: concatenating repeated (and map) fields is
     # valid protobuf and avoids re-serialising every route per change.
-    fixed = _fixed(flavour, name)
+    fixed = _fixed(flavour, name, on_demand)
     vhost = Chunks(fixed.head)
-    if flavour.api == "v3" and members:
+    if flavour.api == "v3" and members and not on_demand:
         matcher = encoded_matcher(slots[0], slots[1], (sizes[0], sizes[1]))
         vhost.extend(matcher.parts, matcher.size)
-    else:  # v2, or no worker at all (the matcher's maps must not be empty)
+    else:  # v2, on demand, or no worker at all (the matcher's maps must not be empty)
         vhost.extend(slots[0], sizes[0]).extend([fixed.fallbacks])
     config = Chunks(flavour.route_config(name=name).SerializeToString(deterministic=True))
     payload = config.add_field(VIRTUAL_HOSTS_FIELD, vhost).join()
@@ -148,10 +151,14 @@ def _route_config(
 
 class Encoder:
     """Encodes one flavour and keeps, in worker id order, what it encoded for the state it was
-    last moved to; `move` re-encodes only the workers that differ from that state."""
+    last moved to; `move` re-encodes only the workers that differ from that state.
 
-    def __init__(self, flavour: Flavour) -> None:
+    An on-demand encoder (on_demand.py) keeps only the explicit workers, in an ordered list
+    ahead of the fixed on-demand routes: what every on-demand Envoy gets without asking."""
+
+    def __init__(self, flavour: Flavour, on_demand: bool = False) -> None:
         self.flavour = flavour
+        self.on_demand = on_demand
         self._state: RegistryState | None = None
         self._objects: dict[int, Worker] = {}  # id(worker) -> worker, of that state
         self._workers: dict[str, Worker] = {}  # every worker of that state, by id
@@ -163,7 +170,7 @@ class Encoder:
         self._ids: list[str] = []
         self._wires: list[bytes] = []  # cluster `resources` entries
         # Route slots per worker: v3 two (header map entry, path trie entry), v2 one.
-        self._slots: list[list[bytes]] = [[] for _slot in range(2 if flavour.api == "v3" else 1)]
+        self._slots: list[list[bytes]] = [[] for _slot in range(2 if self._matcher else 1)]
         self._slot_sizes = [0] * len(self._slots)  # total bytes per slot list
         self._clusters: dict[str, Encoded] = {}  # worker clusters by name
         self._cluster_sum = 0
@@ -214,6 +221,8 @@ class Encoder:
         routable = worker is not None and is_ip(worker.host)
         if worker is not None and not routable and worker.host in self._addresses:
             hosts, routable = self._addresses[worker.host], True
+        if self.on_demand and worker is not None and not is_explicit(worker):
+            routable = False  # sent only when an Envoy asks for it, from the full encoder
         old = self._entries.get(worker_id)
         if old is not None and routable and old.worker == worker and old.hosts == hosts:
             if old.worker is not worker:
@@ -266,8 +275,12 @@ class Encoder:
         payload = msg.SerializeToString(deterministic=True)
         return Encoded(name, self.flavour.cluster_type, payload, digest(payload))
 
+    @property
+    def _matcher(self) -> bool:
+        return self.flavour.api == "v3" and not self.on_demand
+
     def _encode_routes(self, worker: Worker) -> WorkerRoutes:
-        if self.flavour.api == "v3":
+        if self._matcher:
             slots = encoded_worker_entries(worker)
         else:  # A VirtualHost with only `routes` set serialises to its repeated route fields.
             holder = resources.worker_routes(worker, self.flavour)
@@ -312,5 +325,10 @@ class Encoder:
         return routable, unresolved
 
 
+ON_DEMAND = "v3-on-demand"  # the encoders' key of the on-demand layout
+
+
 def new_encoders() -> dict[str, Encoder]:
-    return {api: Encoder(flavour) for api, flavour in FLAVOURS.items()}
+    encoders = {api: Encoder(flavour) for api, flavour in FLAVOURS.items()}
+    encoders[ON_DEMAND] = Encoder(FLAVOURS["v3"], on_demand=True)
+    return encoders

@@ -17,6 +17,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from .metrics import Metrics
+from .on_demand import NODE_METADATA_KEY
 from .protocol import Event, Request, Response, Stream, XdsCore
 from .snapshot import Snapshot, encode_delta_response, encode_response
 from .xds_types import SERVICES, TYPES, Service
@@ -32,6 +33,12 @@ KEEPALIVE_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
+
+
+def _asks_on_demand(node) -> bool:
+    """The envoy role sets node.metadata.dhxds_on_demand when Envoy runs the on_demand filter."""
+    value = node.metadata.fields.get(NODE_METADATA_KEY)
+    return value is not None and value.WhichOneof("kind") == "bool_value" and value.bool_value
 
 
 def _kind(type_url: str) -> str:
@@ -209,6 +216,7 @@ class XdsServer:
         if msg.HasField("error_detail"):
             error = msg.error_detail.message or f"code {msg.error_detail.code}"
         node = (msg.node.id, msg.node.cluster) if msg.HasField("node") else None
+        on_demand = msg.HasField("node") and _asks_on_demand(msg.node)
         type_url = msg.type_url or stream.service.default_type or ""
         if stream.service.delta:
             req = Request(
@@ -219,6 +227,7 @@ class XdsServer:
                 subscribe=tuple(msg.resource_names_subscribe),
                 unsubscribe=tuple(msg.resource_names_unsubscribe),
                 initial_versions=tuple(sorted(msg.initial_resource_versions.items())),
+                on_demand=on_demand,
             )
         else:
             req = Request(

@@ -24,6 +24,11 @@ property tests drive this module directly. The rules (docs/protocol.md gives the
 7. Delta (incremental) streams follow the same rules; a response carries only what differs
    from what the client holds (its ACKed state, or after a reconnect the
    `initial_resource_versions` it states) and the names it must remove.
+8. On demand (a delta v3 Envoy whose node metadata sets `dhxds_on_demand`, on_demand.py): its
+   wildcard CDS subscription gets web_api_service and the explicit workers' clusters; any
+   other worker cluster only once it is subscribed by name (ODCDS). A name that is not
+   registered is answered as removed after `on_demand_grace`, so a request racing the
+   registration (or a replica's watch) waits for the worker instead of failing at once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .snapshot import EMPTY, Encoded, ResourceSet, Snapshot
 from .xds_types import CDS, FLAVOURS, TYPES, ResourceType, Service
 
 CDS_GRACE_S = 2.0
+ON_DEMAND_GRACE_S = 1.0
 NodeKey = tuple[str, str]  # (node.id, node.cluster)
 
 
@@ -63,6 +69,7 @@ class Request:
     subscribe: tuple[str, ...] = ()
     unsubscribe: tuple[str, ...] = ()
     initial_versions: tuple[tuple[str, str], ...] = ()
+    on_demand: bool = False  # the node asks for worker clusters by name (rule 8)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,11 @@ class TypeState:
     last_error: str = ""
     resend: bool = False  # a (re)subscription asks for an answer even if unchanged
     client_version: str = ""  # version_info of the first request (after a reconnect)
+    # On demand (rule 8): named subscriptions are answered; unknown names wait, then are
+    # answered as removed once.
+    named: bool = False
+    missing_since: dict[str, float] = field(default_factory=dict)
+    told_missing: set[str] = field(default_factory=set)
 
     def on_request(self, req: Request) -> Event:
         if self.delta:
@@ -122,17 +134,22 @@ class TypeState:
         if req.nonce and req.nonce != self.sent_nonce:
             return Event.STALE
         self.subscribed = (self.subscribed | set(req.subscribe)) - set(req.unsubscribe)
+        for name in (*req.subscribe, *req.unsubscribe):
+            self.missing_since.pop(name, None)
+            self.told_missing.discard(name)
         for name in req.unsubscribe:
             self.held.pop(name, None)
         if first:
             self.held = dict(req.initial_versions)
             self.resend = True
             return Event.INITIAL
-        if req.subscribe and not self.rtype.wildcard:
+        if req.subscribe and (self.named or not self.rtype.wildcard):
             # A (re)subscribed name is sent whole even if unchanged: after an unsubscribe the
             # client no longer has it, whatever it ACKed before.
             self.force |= set(req.subscribe)
-            self.resend = True
+            # On demand, a name that exists changes the stream's set (a new version) and one
+            # that does not is answered by `missing`: nothing to resend.
+            self.resend = self.resend or not self.named
         if not req.nonce or not self.in_flight:
             return Event.REQUEST
         return self._answered(req)
@@ -184,8 +201,30 @@ class TypeState:
         removed = tuple(sorted(holds.keys() - resources.by_name.keys()))
         return changed, removed
 
-    def send(self, resources: ResourceSet, since: float) -> Response:
+    def missing(
+        self, resources: ResourceSet, now: float, grace: float
+    ) -> tuple[list[str], float | None]:
+        """On demand: subscribed names not in `resources` whose grace is over and that the
+        client was not told about yet, and when the next grace ends (rule 8)."""
+        due: list[str] = []
+        wake: float | None = None
+        for name in self.subscribed:
+            if name == "*" or name in resources.by_name or name in self.told_missing:
+                self.missing_since.pop(name, None)
+                continue
+            since = self.missing_since.setdefault(name, now)
+            if now >= since + grace:
+                due.append(name)
+            else:
+                wake = since + grace if wake is None else min(wake, since + grace)
+        return sorted(due), wake
+
+    def send(self, resources: ResourceSet, since: float, missing: list[str] = ()) -> Response:
         changed, removed = self.delta_from_client(resources) if self.delta else ((), ())
+        if self.named:
+            removed = tuple(sorted({*removed, *missing}))
+            self.told_missing |= self.subscribed.intersection(removed)
+            self.told_missing -= resources.by_name.keys()
         self.force = set()
         self.nonce_seq += 1
         self.sent_nonce = str(self.nonce_seq)
@@ -221,6 +260,7 @@ class Stream:
     opened_wall: float = 0.0  # epoch seconds, for operators
     node: NodeKey | None = None
     states: dict[str, TypeState] = field(default_factory=dict)
+    on_demand: bool = False  # rule 8; fixed by the node's first request
 
     @property
     def cluster_type(self) -> str:
@@ -238,9 +278,15 @@ class XdsCore:
     stream sends now and when to poll it again if it is waiting for time to pass.
     """
 
-    def __init__(self, snapshot: Snapshot, cds_grace: float = CDS_GRACE_S) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        cds_grace: float = CDS_GRACE_S,
+        on_demand_grace: float = ON_DEMAND_GRACE_S,
+    ) -> None:
         self.snapshot = snapshot
         self.cds_grace = cds_grace
+        self.on_demand_grace = on_demand_grace
         self.streams: dict[int, Stream] = {}
         self._nodes: dict[NodeKey, list[Stream]] = {}  # oldest first
 
@@ -268,12 +314,14 @@ class XdsCore:
         if stream.node is None and req.node is not None:
             stream.node = req.node
             self._nodes.setdefault(req.node, []).append(stream)
+            stream.on_demand = req.on_demand and stream.service.delta and stream.service.api == "v3"
         rtype = TYPES.get(req.type_url)
         if rtype is None or not stream.service.carries(rtype):
             return Event.UNSUPPORTED, set()
         ts = stream.states.get(rtype.type_url)
         if ts is None:
             ts = stream.states[rtype.type_url] = TypeState(rtype, stream.service.delta)
+            ts.named = stream.on_demand and rtype.kind == CDS
         event = ts.on_request(req)
         if event is Event.STALE:
             return event, set()
@@ -290,26 +338,37 @@ class XdsCore:
             if ts.in_flight:
                 continue
             desired, wait_until = self._desired(stream, ts, now)
+            missing: list[str] = []
+            if desired is not None and ts.named:
+                missing, wait_until = ts.missing(desired, now, self.on_demand_grace)
+            if wait_until is not None:
+                recheck = wait_until if recheck is None else min(recheck, wait_until)
             if desired is None:
-                if wait_until is not None:
-                    recheck = wait_until if recheck is None else min(recheck, wait_until)
                 continue
-            if ts.client_version:
-                held, ts.client_version = ts.client_version, ""
-                if held == desired.version:
-                    ts.adopt(desired)
-                    continue
-            if ts.delta and ts.acked_set is None and ts.held:
-                if ts.delta_from_client(desired) == ((), ()):
-                    ts.adopt(desired)  # a reconnect that holds exactly this already
-                    continue
-            if not ts.resend and desired.version in (ts.sent_version, ts.nacked_version):
+            if missing and desired.version == ts.nacked_version:
+                missing = []  # parked on a NACK (rule 3): the answer waits for a new version
+            if not missing and not self._due(ts, desired):
                 continue
-            if not ts.rtype.wildcard and not len(desired):
-                continue  # an empty named-resource response would tell the client nothing
-            since = now if ts.resend else self.snapshot.created
-            out.append(ts.send(desired, since))
+            since = now if ts.resend or missing else self.snapshot.created
+            out.append(ts.send(desired, since, missing))
         return out, recheck
+
+    @staticmethod
+    def _due(ts: TypeState, desired: ResourceSet) -> bool:
+        """Whether `desired` must go out on this type now."""
+        if ts.client_version:
+            held, ts.client_version = ts.client_version, ""
+            if held == desired.version:
+                ts.adopt(desired)
+                return False
+        if ts.delta and ts.acked_set is None and ts.held:
+            if ts.delta_from_client(desired) == ((), ()):
+                ts.adopt(desired)  # a reconnect that holds exactly this already
+                return False
+        if not ts.resend and desired.version in (ts.sent_version, ts.nacked_version):
+            return False
+        # An empty named-resource response would tell the client nothing.
+        return ts.rtype.wildcard or len(desired) > 0
 
     def _desired(
         self, stream: Stream, ts: TypeState, now: float
@@ -318,7 +377,9 @@ class XdsCore:
         (None, time to look again) while ordering holds it back (None: on an event)."""
         url = ts.rtype.type_url
         if ts.rtype.kind == CDS:
-            current = self.snapshot.cluster_set(url)
+            current = self.snapshot.cluster_set(url, stream.on_demand)
+            if ts.named:
+                current = self._with_named(current, url, ts.subscribed)
             kept = {}
             for name in self._route_refs(stream) - current.by_name.keys():
                 old = ts.sent.get(name) or (ts.acked or {}).get(name)
@@ -338,12 +399,20 @@ class XdsCore:
             have = frozenset(view.acked.keys() & view.sent.keys())
         else:
             have = frozenset(view.acked)
-        config = self.snapshot.route_config(url, have)
+        config = self.snapshot.route_config(url, have, stream.on_demand)
         if config is None:
             return None, None
         if config.name not in ts.subscribed:
             return EMPTY, None
         return self.snapshot.route_set(config), None
+
+    def _with_named(self, base: ResourceSet, url: str, names: frozenset[str]) -> ResourceSet:
+        """An on-demand stream's clusters: what it gets unasked, and those it asked for."""
+        every = self.snapshot.clusters(url)
+        named = {name: every[name] for name in names if name in every}
+        if named.keys() <= base.by_name.keys():
+            return base  # the shared set (its version and body are computed once)
+        return ResourceSet({**base.by_name, **named})
 
     # --- node structure ------------------------------------------------------------------
     def _node_streams(self, stream: Stream) -> list[Stream]:
@@ -389,18 +458,30 @@ class XdsCore:
         for (node_id, _group), cds, rds in self.newest_streams():
             ok = routable
             if ok and cds is not None:
+                ts = cds.states[cds.cluster_type]
                 current = self.snapshot.clusters(cds.cluster_type).get(name)
-                held = (cds.states[cds.cluster_type].acked or {}).get(name)
-                ok = current is not None and held is not None and held.digest == current.digest
-            if ok and rds is not None:
+                held = (ts.acked or {}).get(name)
+                if ts.named and not self._explicit(cds, worker_id) and name not in ts.subscribed:
+                    ok = current is not None  # the node fetches it when a request names it
+                else:
+                    ok = current is not None and held is not None and held.digest == current.digest
+            if (
+                ok
+                and rds is not None
+                and not (rds.on_demand and not self._explicit(rds, worker_id))
+            ):
                 ok = self._route_applied(rds, worker_id)
             if not ok:
                 pending.append(node_id)
         return sorted(set(pending))
 
+    def _explicit(self, stream: Stream, worker_id: str) -> bool:
+        """An on-demand node has routes of its own for this worker (on_demand.is_explicit)."""
+        return self.snapshot.worker_route(stream.route_type, worker_id, True) is not None
+
     def _route_applied(self, rds: Stream, worker_id: str) -> bool:
         ts = rds.states[rds.route_type]
-        part = self.snapshot.worker_route(rds.route_type, worker_id)
+        part = self.snapshot.worker_route(rds.route_type, worker_id, rds.on_demand)
         return part is not None and any(
             res.members.get(part.cluster) == part.digest for res in (ts.acked or {}).values()
         )

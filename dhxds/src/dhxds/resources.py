@@ -130,7 +130,7 @@ def build_cluster(
     return cluster
 
 
-def _action(d: Dialect, cluster: str, rewrite: str | None):
+def route_action(d: Dialect, cluster: str, rewrite: str | None):
     # Long gRPC streams and idle websocket/subscription streams must never be cut by Envoy.
     rc = d.route_components
     action = rc.RouteAction(
@@ -156,17 +156,17 @@ def _readable_worker_routes(d: Dialect, worker: Worker) -> list:
         rc.Route(
             name=f"{worker.id}-header",
             match=rc.RouteMatch(prefix="/", headers=[header]),
-            route=_action(d, cluster, None),
+            route=route_action(d, cluster, None),
         ),
         rc.Route(
             name=f"{worker.id}-path",
             match=rc.RouteMatch(path=path),
-            route=_action(d, cluster, rewrite),
+            route=route_action(d, cluster, rewrite),
         ),
         rc.Route(
             name=f"{worker.id}-prefix",
             match=rc.RouteMatch(prefix=path + "/"),
-            route=_action(d, cluster, rewrite),
+            route=route_action(d, cluster, rewrite),
         ),
     ]
 
@@ -230,7 +230,9 @@ def fallback_routes(d: Dialect = V3) -> list:
         ],
     )
     default = rc.Route(
-        name="default", match=rc.RouteMatch(prefix="/"), route=_action(d, WEB_API_CLUSTER, None)
+        name="default",
+        match=rc.RouteMatch(prefix="/"),
+        route=route_action(d, WEB_API_CLUSTER, None),
     )
     return [grpc_to_no_worker, default]
 

@@ -19,7 +19,7 @@ from .encoded import (
     encode_response,
     version_of,
 )
-from .encoder import Encoder, RouteParts, WorkerRoutes, new_encoders
+from .encoder import ON_DEMAND, Encoder, RouteParts, WorkerRoutes, new_encoders
 from .model import WEB_API_CLUSTER, cluster_name
 from .resources import RegistryState
 from .xds_types import CDS, TYPES
@@ -49,44 +49,50 @@ class Snapshot:
         self._encoders = encoders
         # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
         self.routable_ids, self.unresolved = encoders["v3"].routable(state)
-        self._clusters: dict[str, ResourceSet] = {}
-        self._route_parts: dict[str, RouteParts] = {}
-        self._route_configs: dict[tuple[str, frozenset[str]], Encoded] = {}
+        self._clusters: dict[tuple[str, bool], ResourceSet] = {}
+        self._route_parts: dict[tuple[str, bool], RouteParts] = {}
+        self._route_configs: dict[tuple[str, bool, frozenset[str]], Encoded] = {}
         self._route_sets: dict[Encoded, ResourceSet] = {}
 
-    def _encoder(self, type_url: str) -> Encoder:
-        return self._encoders[TYPES[type_url].api]
+    def _encoder(self, type_url: str, on_demand: bool = False) -> Encoder:
+        return self._encoders[ON_DEMAND if on_demand else TYPES[type_url].api]
 
-    def cluster_set(self, type_url: str) -> ResourceSet:
-        """Every cluster of this state (built on first use)."""
-        if type_url not in self._clusters:
-            self._clusters[type_url] = self._encoder(type_url).cluster_set(self.state)
-        return self._clusters[type_url]
+    def cluster_set(self, type_url: str, on_demand: bool = False) -> ResourceSet:
+        """Every cluster of this state, or with `on_demand` those an on-demand Envoy gets
+        without asking (web_api_service and the explicit workers'). Built on first use."""
+        key = (type_url, on_demand)
+        if key not in self._clusters:
+            self._clusters[key] = self._encoder(type_url, on_demand).cluster_set(self.state)
+        return self._clusters[key]
 
     def clusters(self, type_url: str) -> dict[str, Encoded]:
         return self.cluster_set(type_url).by_name
 
-    def _parts(self, type_url: str) -> RouteParts:
-        if type_url not in self._route_parts:
-            self._route_parts[type_url] = self._encoder(type_url).route_parts(self.state)
-        return self._route_parts[type_url]
+    def _parts(self, type_url: str, on_demand: bool = False) -> RouteParts:
+        key = (type_url, on_demand)
+        if key not in self._route_parts:
+            self._route_parts[key] = self._encoder(type_url, on_demand).route_parts(self.state)
+        return self._route_parts[key]
 
-    def route_config(self, type_url: str, have: frozenset[str] | None = None) -> Encoded | None:
+    def route_config(
+        self, type_url: str, have: frozenset[str] | None = None, on_demand: bool = False
+    ) -> Encoded | None:
         """The route configuration with the routes of workers whose clusters are in `have`
-        (None: all workers); None when even web_api_service is missing from `have`."""
+        (None: all workers); None when even web_api_service is missing from `have`. With
+        `on_demand`, the on-demand layout (routes of the explicit workers only)."""
         if have is not None and WEB_API_CLUSTER not in have:
             return None
-        parts = self._parts(type_url)
+        parts = self._parts(type_url, on_demand)
         prefix = len(cluster_name(""))
         missing = (
             frozenset()
             if have is None
             else frozenset(name[prefix:] for name in parts.members.keys() - have)
         )
-        key = (type_url, missing)
+        key = (type_url, on_demand, missing)
         config = self._route_configs.get(key)
         if config is None:
-            partial = [k for k in self._route_configs if k[1]]
+            partial = [k for k in self._route_configs if k[2]]
             if len(partial) >= _SUBSET_CACHE:
                 del self._route_configs[partial[0]]
             config = parts.config(self.state.route_config_name, missing)
@@ -100,8 +106,10 @@ class Snapshot:
             found = self._route_sets[config] = ResourceSet({config.name: config})
         return found
 
-    def worker_route(self, type_url: str, worker_id: str) -> WorkerRoutes | None:
-        return self._parts(type_url).by_id.get(worker_id)
+    def worker_route(
+        self, type_url: str, worker_id: str, on_demand: bool = False
+    ) -> WorkerRoutes | None:
+        return self._parts(type_url, on_demand).by_id.get(worker_id)
 
     def resources(self, type_url: str) -> dict[str, Encoded]:
         """All resources of a type URL as the registry has them, by name."""

@@ -102,7 +102,10 @@ class EnvoyModel:
         self.h = harness
         self.node = (node_id, "front")
         self.api, self.mode = api, mode
-        self.delta = mode.startswith("delta_")
+        # ondemand_*: delta, and worker clusters only when asked for by name (ODCDS).
+        self.on_demand = mode.startswith("ondemand_")
+        self.delta = self.on_demand or mode.startswith("delta_")
+        self.asked: set[str] = set()
         self.held: dict[str, dict] = {}  # delta: type URL -> name -> Encoded, as applied
         self.peer = f"ipv4:127.0.0.1:{next(_peers)}"
         self.alive = True
@@ -115,7 +118,7 @@ class EnvoyModel:
             "ads": [("ads", (self.cds_type, self.rds_type))],
             "separate": [("cds", (self.cds_type,)), ("rds", (self.rds_type,))],
             "rds_only": [("rds", (self.rds_type,))],
-        }[mode.removeprefix("delta_")]
+        }[self.layout]
         self.streams: list[StreamModel] = []
         for kind, types in layout:
             svc = service(api, kind, self.delta)
@@ -132,14 +135,25 @@ class EnvoyModel:
                 assert harness.request(sm.stream, first) is Event.INITIAL
 
     @property
+    def layout(self) -> str:
+        return self.mode.removeprefix("delta_").removeprefix("ondemand_")
+
+    @property
     def subscribes_clusters(self) -> bool:
-        return self.mode.removeprefix("delta_") != "rds_only"
+        return self.layout != "rds_only"
 
     def _req(self, url: str, **kw) -> Request:
         if self.delta:
             kw.pop("names", None)
             kw.pop("version_info", None)
-        return Request(type_url=url, node=self.node, **kw)
+        return Request(type_url=url, node=self.node, on_demand=self.on_demand, **kw)
+
+    def ask(self, cluster: str) -> None:
+        """A request names a cluster this Envoy does not hold: the on_demand filter
+        subscribes to it on the stream that carries clusters."""
+        sm = next(s for s in self.streams if self.cds_type in s.types)
+        self.asked.add(cluster)
+        self.h.request(sm.stream, self._req(self.cds_type, subscribe=(cluster,)))
 
     def resubscribe_routes(self, sm: StreamModel, last_nonce: str) -> None:
         """Envoy drops its route configuration name and asks for it again."""

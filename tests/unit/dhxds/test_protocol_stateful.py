@@ -53,11 +53,20 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.h.pump()
 
     # --- the registry --------------------------------------------------------------------
-    @rule(worker_id=st.sampled_from(WORKER_IDS), port=st.integers(9000, 9003))
-    def register(self, worker_id, port):
+    @rule(
+        worker_id=st.sampled_from(WORKER_IDS),
+        port=st.integers(9000, 9003),
+        strip=st.booleans(),
+    )
+    def register(self, worker_id, port, strip):
         host = NAMED_HOST if worker_id == "dns" else "127.0.0.1"
+        # strip_prefix false: routes of its own in the on-demand layout (on_demand.is_explicit)
         self.workers[worker_id] = Worker(
-            id=worker_id, host=host, port=port, envoy_prefix=f"/worker/{worker_id}"
+            id=worker_id,
+            host=host,
+            port=port,
+            envoy_prefix=f"/worker/{worker_id}",
+            strip_prefix=strip,
         )
         self._publish()
 
@@ -80,12 +89,20 @@ class ProtocolMachine(RuleBasedStateMachine):
         target=envoys,
         api=st.sampled_from(["v3", "v2"]),
         mode=st.sampled_from(
-            ["ads", "separate", "rds_only", "delta_ads", "delta_separate", "delta_rds_only"]
+            [
+                "ads",
+                "separate",
+                "rds_only",
+                "delta_ads",
+                "delta_separate",
+                "delta_rds_only",
+                "ondemand_ads",
+            ]
         ),
         data=st.data(),
     )
     def connect(self, api, mode, data):
-        if mode.startswith("delta_"):
+        if mode.startswith(("delta_", "ondemand_")):
             api = "v3"  # incremental xDS is served for v3
         free = [n for n in NODE_IDS if n not in self.nodes_in_use]
         node_id = data.draw(st.sampled_from(free))
@@ -161,6 +178,14 @@ class ProtocolMachine(RuleBasedStateMachine):
             envoy.resubscribe_routes(sm, last)
         self.h.pump()
 
+    @rule(envoy=envoys, worker_id=st.sampled_from([*WORKER_IDS, "never"]))
+    def request_names_a_worker(self, envoy, worker_id):
+        """On demand: a request for /worker/<id> makes Envoy ask for the worker's cluster,
+        registered or not."""
+        if envoy.alive and envoy.on_demand:
+            envoy.ask(cluster_name(worker_id))
+            self.h.pump()
+
     @rule(seconds=st.sampled_from([0.1, 1.0, GRACE + 0.1]))
     def time_passes(self, seconds):
         self.h.tick(seconds)
@@ -209,8 +234,18 @@ class ProtocolMachine(RuleBasedStateMachine):
         # An Envoy whose last answer was a NACK keeps its last good state until a new
         # version exists: that is correct, and not convergence to check.
         stuck = {e.node[0] for e in self.all_envoys if e.alive and e.rejected_last()}
+        explicit = {WEB_API_CLUSTER} | {
+            cluster_name(w.id) for w in state.workers if w.id in routable and not w.strip_prefix
+        }
         for envoy in self.all_envoys:
             if not envoy.alive or envoy.node[0] in stuck:
+                continue
+            if envoy.on_demand:
+                # Unasked it holds only what its fixed routes cannot name; an unknown name
+                # was answered as removed, not held.
+                wanted = explicit | (envoy.asked & clusters)
+                assert set(envoy.clusters or ()) == wanted, (envoy.clusters, wanted)
+                assert envoy.routes == explicit, (envoy.routes, explicit)
                 continue
             if envoy.subscribes_clusters:
                 assert set(envoy.clusters or ()) == clusters, (envoy.mode, envoy.clusters)

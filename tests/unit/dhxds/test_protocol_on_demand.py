@@ -1,0 +1,112 @@
+"""On-demand clusters (ODCDS, protocol rule 8) case by case at the protocol level; the same
+cases run through real Envoy in tests/integration/dhxds/test_dhxds_on_demand.py."""
+
+from __future__ import annotations
+
+from dhxds.model import Worker
+from dhxds.protocol import ON_DEMAND_GRACE_S
+from test_protocol import World, delta_ack, worker
+
+
+def on_demand_envoy(world: World):
+    envoy = world.envoy("ondemand_ads")
+    world.settle(envoy)
+    return envoy, envoy.streams[0]
+
+
+def test_an_on_demand_envoy_gets_web_api_service_and_fixed_routes_unasked():
+    world = World("w1", "w2")
+    envoy, _sm = on_demand_envoy(world)
+    assert set(envoy.clusters) == {"web_api_service"}
+    assert envoy.routes == {"web_api_service"}  # the fixed routes name no worker
+
+
+def test_a_registration_sends_nothing_to_an_envoy_that_did_not_ask():
+    world = World("w1")
+    envoy, sm = on_demand_envoy(world)
+    world.add("w2")
+    world.h.pump()
+    assert envoy.inbox(sm) == []
+    assert world.h.core.pending_nodes("w2") == []  # routable: it is fetched when asked
+
+
+def test_a_requested_worker_comes_alone_and_its_changes_follow():
+    world = World("w1", "w2")
+    envoy, sm = on_demand_envoy(world)
+    envoy.ask("worker_w1")
+    resp = delta_ack(world, envoy, sm)
+    assert [r.name for r in resp.changed] == ["worker_w1"] and resp.removed == ()
+    world.workers["w1"] = worker("w1", port=9999)  # replaced: pushed, it is subscribed
+    world.publish()
+    resp = delta_ack(world, envoy, sm)
+    assert [r.name for r in resp.changed] == ["worker_w1"]
+    world.remove("w1")
+    resp = delta_ack(world, envoy, sm)
+    assert resp.changed == () and resp.removed == ("worker_w1",)
+    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
+    world.h.pump()
+    assert envoy.inbox(sm) == []  # told once: no second removal after the grace
+
+
+def test_an_unknown_name_waits_for_the_grace_then_is_answered_as_removed_once():
+    world = World("w1")
+    envoy, sm = on_demand_envoy(world)
+    envoy.ask("worker_w9")
+    world.h.pump()
+    assert envoy.inbox(sm) == []  # a registration racing the request may still come
+    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
+    resp = delta_ack(world, envoy, sm)
+    assert resp.changed == () and resp.removed == ("worker_w9",)
+    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
+    world.h.pump()
+    assert envoy.inbox(sm) == []
+    world.add("w9")  # still subscribed: the registration reaches it
+    resp = delta_ack(world, envoy, sm)
+    assert [r.name for r in resp.changed] == ["worker_w9"]
+
+
+def test_a_registration_within_the_grace_answers_the_waiting_request():
+    world = World()
+    envoy, sm = on_demand_envoy(world)
+    envoy.ask("worker_w9")
+    world.h.tick(ON_DEMAND_GRACE_S / 2)
+    world.add("w9")
+    resp = delta_ack(world, envoy, sm)
+    assert [r.name for r in resp.changed] == ["worker_w9"] and resp.removed == ()
+
+
+def test_an_explicit_worker_comes_unasked_with_its_routes_after_its_cluster():
+    world = World("w1")
+    envoy, sm = on_demand_envoy(world)
+    world.workers["raw"] = Worker(
+        id="raw", host="127.0.0.1", port=9001, envoy_prefix="/worker/raw", strip_prefix=False
+    )
+    world.publish()
+    cds = delta_ack(world, envoy, sm)
+    assert [r.name for r in cds.changed] == ["worker_raw"]
+    routes = delta_ack(world, envoy, sm)
+    assert "worker_raw" in routes.changed[0].refs
+    assert world.h.core.pending_nodes("raw") == []
+
+
+def test_a_reconnect_that_states_its_on_demand_clusters_gets_nothing():
+    world = World("w1")
+    envoy, sm = on_demand_envoy(world)
+    envoy.ask("worker_w1")
+    world.settle(envoy)
+    held = envoy.held[envoy.cds_type]
+    from dhxds.protocol import Request, Stream
+
+    again = Stream(97, sm.stream.service, "peer-4", 0.0, 0.0)
+    world.h.open(again)
+    initial = tuple((name, res.digest) for name, res in held.items())
+    req = Request(
+        envoy.cds_type,
+        node=("other", "front"),
+        subscribe=("*", "worker_w1"),
+        initial_versions=initial,
+        on_demand=True,
+    )
+    world.h.request(again, req)
+    world.h.pump()
+    assert world.h.outboxes[again.id] == []
