@@ -17,36 +17,62 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from google.protobuf import any_pb2
-
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.router.cluster_specifiers.lua.v3 import lua_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import any_pb2, duration_pb2
 
 from .dialect import V3
-from .model import WEB_API_CLUSTER, WORKER_ID_PATTERN, Worker, cluster_name, default_prefix
-from .resources import PREFIX_HEADER, route_action
+from .encoded import Encoded, digest
+from .model import WEB_API_CLUSTER, Worker, cluster_name, default_prefix
+from .resources import CONNECT_TIMEOUT_S, PREFIX_HEADER, route_action
 
 NODE_METADATA_KEY = "dhxds_on_demand"  # node.metadata flag the envoy role sets
+# Empty clusters one Envoy stream gets for names that never had a worker (protocol rule 8):
+# beyond this, such a request waits for Envoy's odcds timeout instead (scanners, junk ids).
+MAX_NO_WORKER_CLUSTERS = 1000
 LUA_PLUGIN = "envoy.router.cluster_specifier_plugin.lua"
 
-# Lua patterns of the worker id (model.WORKER_ID_PATTERN; the route's regex bounds its length).
-_LUA_SOURCE = """\
+# The worker id as model.WORKER_ID_PATTERN has it, without its length bound (RE2's program size
+# limit in Envoy refuses {0,127}); registration bounds the ids that exist.
+_ID_REGEX = "[A-Za-z0-9][A-Za-z0-9._-]*"
+_LUA_SOURCE = (
+    """\
 function envoy_on_route(route_handle)
   local headers = route_handle:headers()
-  local prefix = headers:get("%(header)s")
-  local id = prefix and string.match(prefix, "^/worker/([%%w][%%w%%._%%-]*)$")
+  local prefix = headers:get("HEADER")
+  local id = prefix and string.match(prefix, "^/worker/([%w][%w%._%-]*)$")
   if id == nil then
     local path = headers:get(":path")
-    id = path and string.match(path, "^/worker/([%%w][%%w%%._%%-]*)")
+    id = path and string.match(path, "^/worker/([%w][%w%._%-]*)")
   end
   if id == nil then
-    return "%(fallback)s"
+    return "FALLBACK"
   end
-  return "%(cluster)s" .. id
+  return "CLUSTER" .. id
 end
-""" % {"header": PREFIX_HEADER, "fallback": WEB_API_CLUSTER, "cluster": cluster_name("")}
+""".replace("HEADER", PREFIX_HEADER)
+    .replace("FALLBACK", WEB_API_CLUSTER)
+    .replace("CLUSTER", cluster_name(""))
+)
+
+
+@lru_cache(maxsize=4096)
+def no_worker_cluster(name: str) -> Encoded:
+    """The answer to a subscribed name without a worker: a cluster with no endpoints, so a
+    request fails at once (503, gRPC UNAVAILABLE) instead of waiting, and the worker's real
+    cluster replaces it when it registers (Envoy never asks for a name twice)."""
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration_pb2.Duration(seconds=CONNECT_TIMEOUT_S),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name),
+    )
+    payload = cluster.SerializeToString(deterministic=True)
+    return Encoded(name, V3.cluster_type, payload, digest(payload))
 
 
 def is_explicit(worker: Worker) -> bool:
@@ -87,7 +113,7 @@ def on_demand_routes() -> tuple[rc.Route, ...]:
                 rc.HeaderMatcher(
                     name=PREFIX_HEADER,
                     string_match=string_pb2.StringMatcher(
-                        safe_regex=_regex(f"/worker/{WORKER_ID_PATTERN}")
+                        safe_regex=_regex(f"/worker/{_ID_REGEX}")
                     ),
                 )
             ],
@@ -96,7 +122,7 @@ def on_demand_routes() -> tuple[rc.Route, ...]:
     )
     by_path = rc.Route(
         name="on-demand-path",
-        match=rc.RouteMatch(safe_regex=_regex(f"/worker/{WORKER_ID_PATTERN}(/.*)?")),
+        match=rc.RouteMatch(safe_regex=_regex(f"/worker/{_ID_REGEX}(/.*)?")),
         route=_lua_action(rewrite=True),
     )
     return by_header, by_path

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .model import cluster_name
+from .on_demand import MAX_NO_WORKER_CLUSTERS, no_worker_cluster
 from .snapshot import EMPTY, Encoded, ResourceSet, Snapshot
 from .xds_types import CDS, FLAVOURS, TYPES, ResourceType, Service
 
@@ -105,11 +106,9 @@ class TypeState:
     last_error: str = ""
     resend: bool = False  # a (re)subscription asks for an answer even if unchanged
     client_version: str = ""  # version_info of the first request (after a reconnect)
-    # On demand (rule 8): named subscriptions are answered; unknown names wait, then are
-    # answered as removed once.
+    # On demand (rule 8): names are subscribed one by one; when each unknown one was asked.
     named: bool = False
     missing_since: dict[str, float] = field(default_factory=dict)
-    told_missing: set[str] = field(default_factory=set)
 
     def on_request(self, req: Request) -> Event:
         if self.delta:
@@ -134,10 +133,8 @@ class TypeState:
         if req.nonce and req.nonce != self.sent_nonce:
             return Event.STALE
         self.subscribed = (self.subscribed | set(req.subscribe)) - set(req.unsubscribe)
-        for name in (*req.subscribe, *req.unsubscribe):
-            self.missing_since.pop(name, None)
-            self.told_missing.discard(name)
         for name in req.unsubscribe:
+            self.missing_since.pop(name, None)
             self.held.pop(name, None)
         if first:
             self.held = dict(req.initial_versions)
@@ -148,7 +145,7 @@ class TypeState:
             # client no longer has it, whatever it ACKed before.
             self.force |= set(req.subscribe)
             # On demand, a name that exists changes the stream's set (a new version) and one
-            # that does not is answered by `missing`: nothing to resend.
+            # that does not after the grace: nothing to resend.
             self.resend = self.resend or not self.named
         if not req.nonce or not self.in_flight:
             return Event.REQUEST
@@ -201,30 +198,8 @@ class TypeState:
         removed = tuple(sorted(holds.keys() - resources.by_name.keys()))
         return changed, removed
 
-    def missing(
-        self, resources: ResourceSet, now: float, grace: float
-    ) -> tuple[list[str], float | None]:
-        """On demand: subscribed names not in `resources` whose grace is over and that the
-        client was not told about yet, and when the next grace ends (rule 8)."""
-        due: list[str] = []
-        wake: float | None = None
-        for name in self.subscribed:
-            if name == "*" or name in resources.by_name or name in self.told_missing:
-                self.missing_since.pop(name, None)
-                continue
-            since = self.missing_since.setdefault(name, now)
-            if now >= since + grace:
-                due.append(name)
-            else:
-                wake = since + grace if wake is None else min(wake, since + grace)
-        return sorted(due), wake
-
-    def send(self, resources: ResourceSet, since: float, missing: list[str] = ()) -> Response:
+    def send(self, resources: ResourceSet, since: float) -> Response:
         changed, removed = self.delta_from_client(resources) if self.delta else ((), ())
-        if self.named:
-            removed = tuple(sorted({*removed, *missing}))
-            self.told_missing |= self.subscribed.intersection(removed)
-            self.told_missing -= resources.by_name.keys()
         self.force = set()
         self.nonce_seq += 1
         self.sent_nonce = str(self.nonce_seq)
@@ -338,19 +313,12 @@ class XdsCore:
             if ts.in_flight:
                 continue
             desired, wait_until = self._desired(stream, ts, now)
-            missing: list[str] = []
-            if desired is not None and ts.named:
-                missing, wait_until = ts.missing(desired, now, self.on_demand_grace)
             if wait_until is not None:
                 recheck = wait_until if recheck is None else min(recheck, wait_until)
-            if desired is None:
+            if desired is None or not self._due(ts, desired):
                 continue
-            if missing and desired.version == ts.nacked_version:
-                missing = []  # parked on a NACK (rule 3): the answer waits for a new version
-            if not missing and not self._due(ts, desired):
-                continue
-            since = now if ts.resend or missing else self.snapshot.created
-            out.append(ts.send(desired, since, missing))
+            since = now if ts.resend else self.snapshot.created
+            out.append(ts.send(desired, since))
         return out, recheck
 
     @staticmethod
@@ -378,15 +346,16 @@ class XdsCore:
         url = ts.rtype.type_url
         if ts.rtype.kind == CDS:
             current = self.snapshot.cluster_set(url, stream.on_demand)
+            wake = None
             if ts.named:
-                current = self._with_named(current, url, ts.subscribed)
+                current, wake = self._with_named(current, ts, now)
             kept = {}
             for name in self._route_refs(stream) - current.by_name.keys():
                 old = ts.sent.get(name) or (ts.acked or {}).get(name)
                 if old is not None:
                     kept[name] = old  # still named by a route Envoy has or is applying
             # The shared set of the snapshot, unless removals still wait for their routes.
-            return (ResourceSet({**current.by_name, **kept}) if kept else current), None
+            return (ResourceSet({**current.by_name, **kept}) if kept else current), wake
         view = self._cds_view(stream)
         if view is None:
             if now < stream.opened + self.cds_grace:
@@ -406,13 +375,34 @@ class XdsCore:
             return EMPTY, None
         return self.snapshot.route_set(config), None
 
-    def _with_named(self, base: ResourceSet, url: str, names: frozenset[str]) -> ResourceSet:
-        """An on-demand stream's clusters: what it gets unasked, and those it asked for."""
-        every = self.snapshot.clusters(url)
-        named = {name: every[name] for name in names if name in every}
-        if named.keys() <= base.by_name.keys():
-            return base  # the shared set (its version and body are computed once)
-        return ResourceSet({**base.by_name, **named})
+    def _with_named(
+        self, base: ResourceSet, ts: TypeState, now: float
+    ) -> tuple[ResourceSet, float | None]:
+        """An on-demand stream's clusters (rule 8): what it gets unasked, those it asked for,
+        and an empty cluster for each asked name without a worker once its grace is over;
+        and when the next grace ends."""
+        every = self.snapshot.clusters(ts.rtype.type_url)
+        named: dict[str, Encoded] = {}
+        wake: float | None = None
+        for name in ts.subscribed:
+            if name in base.by_name or name == "*":
+                continue
+            found = every.get(name)
+            if found is not None:
+                ts.missing_since.pop(name, None)
+                named[name] = found
+                continue
+            since = ts.missing_since.setdefault(name, now)
+            held = name in ts.sent or name in (ts.acked or {})
+            if held or now >= since + self.on_demand_grace:
+                if held or len(ts.missing_since) <= MAX_NO_WORKER_CLUSTERS:
+                    named[name] = no_worker_cluster(name)
+            else:
+                end = since + self.on_demand_grace
+                wake = end if wake is None else min(wake, end)
+        if not named:
+            return base, wake  # the shared set (its version and body are computed once)
+        return ResourceSet({**base.by_name, **named}), wake
 
     # --- node structure ------------------------------------------------------------------
     def _node_streams(self, stream: Stream) -> list[Stream]:

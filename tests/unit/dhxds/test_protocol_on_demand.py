@@ -4,6 +4,7 @@ cases run through real Envoy in tests/integration/dhxds/test_dhxds_on_demand.py.
 from __future__ import annotations
 
 from dhxds.model import Worker
+from dhxds.on_demand import no_worker_cluster
 from dhxds.protocol import ON_DEMAND_GRACE_S
 from test_protocol import World, delta_ack, worker
 
@@ -40,15 +41,18 @@ def test_a_requested_worker_comes_alone_and_its_changes_follow():
     world.publish()
     resp = delta_ack(world, envoy, sm)
     assert [r.name for r in resp.changed] == ["worker_w1"]
+    # Removed: Envoy would never ask for the name again, so it gets the empty cluster at
+    # once (requests fail fast) instead of a removal.
     world.remove("w1")
     resp = delta_ack(world, envoy, sm)
-    assert resp.changed == () and resp.removed == ("worker_w1",)
-    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
-    world.h.pump()
-    assert envoy.inbox(sm) == []  # told once: no second removal after the grace
+    assert list(resp.changed) == [no_worker_cluster("worker_w1")] and resp.removed == ()
+    world.add("w1")
+    resp = delta_ack(world, envoy, sm)
+    assert [r.name for r in resp.changed] == ["worker_w1"]
+    assert resp.changed[0].digest != no_worker_cluster("worker_w1").digest
 
 
-def test_an_unknown_name_waits_for_the_grace_then_is_answered_as_removed_once():
+def test_an_unknown_name_waits_for_the_grace_then_gets_the_empty_cluster():
     world = World("w1")
     envoy, sm = on_demand_envoy(world)
     envoy.ask("worker_w9")
@@ -56,13 +60,14 @@ def test_an_unknown_name_waits_for_the_grace_then_is_answered_as_removed_once():
     assert envoy.inbox(sm) == []  # a registration racing the request may still come
     world.h.tick(ON_DEMAND_GRACE_S + 0.1)
     resp = delta_ack(world, envoy, sm)
-    assert resp.changed == () and resp.removed == ("worker_w9",)
+    assert list(resp.changed) == [no_worker_cluster("worker_w9")] and resp.removed == ()
     world.h.tick(ON_DEMAND_GRACE_S + 0.1)
     world.h.pump()
     assert envoy.inbox(sm) == []
     world.add("w9")  # still subscribed: the registration reaches it
     resp = delta_ack(world, envoy, sm)
     assert [r.name for r in resp.changed] == ["worker_w9"]
+    assert world.h.core.pending_nodes("w9") == []
 
 
 def test_a_registration_within_the_grace_answers_the_waiting_request():
