@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from dhops_testkit import ENVOY_MAIN, Backends, Daemon, Envoy
 
 
@@ -31,8 +32,13 @@ def start_envoy(tmp_path, daemon):
     `daemon`."""
     started: list[Envoy] = []
 
-    def start(version: str = ENVOY_MAIN, mode: str = "ads", **role_vars) -> Envoy:
+    def start(version: str = ENVOY_MAIN, mode: str = "ads", edit=None, **role_vars) -> Envoy:
+        """`edit(bootstrap dict)` changes the rendered configuration before Envoy starts."""
         envoy = Envoy(version, tmp_path, daemon.xds_port, mode, **role_vars)
+        if edit is not None:
+            config = yaml.safe_load(envoy.config_path.read_text())
+            edit(config)
+            envoy.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         started.append(envoy)
         return envoy.start()
 

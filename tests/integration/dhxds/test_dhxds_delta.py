@@ -58,6 +58,55 @@ def test_delta_envoy_reconnects_to_a_restarted_daemon_without_a_gap(
     assert envoy.stat("cluster_manager.cds.update_rejected") == 0
 
 
+def _min_clusters(count: int):
+    """A bootstrap edit: Envoy's minimum-clusters validator on the ADS source rejects (NACKs)
+    a CDS update that leaves fewer than `count` clusters."""
+
+    def edit(config: dict) -> None:
+        config["dynamic_resources"]["ads_config"]["config_validators"] = [
+            {
+                "name": "envoy.config.validators.minimum_clusters_validator",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.config.validators."
+                    "minimum_clusters.v3.MinimumClustersValidator",
+                    "min_clusters_num": count,
+                },
+            }
+        ]
+
+    return edit
+
+
+@pytest.mark.parametrize("version", [ENVOY_MAIN, ENVOY_OLD])
+def test_delta_nack_from_a_real_envoy_keeps_its_state_and_the_next_change_recovers(
+    start_envoy, daemon, backends, version
+):
+    for name in ("w1", "w2"):
+        daemon.put_worker(name, backends.start(name))
+    # web_api_service, w1 and w2 (CDS clusters): a removal goes below 3.
+    envoy = start_envoy(version, "ads", edit=_min_clusters(3), envoy_xds_delta=True)
+    wait_for(lambda: envoy.backend_of("/worker/w2/") == "w2", 60, "w2 over delta xDS")
+
+    assert daemon.call("DELETE", "/v1/workers/w2").status_code == 204
+
+    def nack():
+        return next(n["nack"] for n in daemon.call("GET", "/v1/nodes").json()["nodes"])
+
+    seen = wait_for(nack, 30, "the NACK in /v1/nodes")
+    assert "below configured minimum" in seen["message"], seen
+    assert envoy.stat("cluster_manager.cds.update_rejected") >= 1
+    assert "worker_w2" in envoy.clusters()  # Envoy kept its last good state
+    assert envoy.backend_of("/worker/w2/") == "web_api_service"  # its route went first
+    assert envoy.backend_of("/worker/w1/") == "w1"
+
+    # A registration makes a new version, diffed against what Envoy ACKed: w2's removal
+    # and w3 go together, and the count stays at the minimum, so it is ACKed.
+    daemon.put_worker("w3", backends.start("w3"))
+    wait_for(lambda: envoy.backend_of("/worker/w3/") == "w3", 30, "w3 after the NACK")
+    wait_for(lambda: nack() is None, 30, "the NACK cleared")
+    wait_for(lambda: "worker_w2" not in envoy.clusters(), 30, "w2 removed with w3's update")
+
+
 def _delta_client(daemon, **fields) -> XdsClient:
     client = XdsClient(daemon.xds_port, DELTA_ADS, delta=True)
     client.send(node={"id": "raw-delta", "cluster": "front"}, type_url=CDS_TYPE, **fields)
