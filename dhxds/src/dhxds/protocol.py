@@ -26,9 +26,11 @@ property tests drive this module directly. The rules (docs/protocol.md gives the
    `initial_resource_versions` it states) and the names it must remove.
 8. On demand (a delta v3 Envoy whose node metadata sets `dhxds_on_demand`, on_demand.py): its
    wildcard CDS subscription gets web_api_service and the explicit workers' clusters; any
-   other worker cluster only once it is subscribed by name (ODCDS). A name that is not
-   registered is answered as removed after `on_demand_grace`, so a request racing the
-   registration (or a replica's watch) waits for the worker instead of failing at once.
+   other worker cluster only once it is subscribed by name (ODCDS). Envoy never asks for a
+   name twice on one stream, so a subscribed name is never removed: one without a worker
+   gets an empty cluster (requests fail at once with 503), after `on_demand_grace` for a
+   name the client never held, so a request racing the registration (or a replica's watch)
+   waits for the worker instead.
 """
 
 from __future__ import annotations
@@ -393,7 +395,8 @@ class XdsCore:
                 named[name] = found
                 continue
             since = ts.missing_since.setdefault(name, now)
-            held = name in ts.sent or name in (ts.acked or {})
+            # Held: sent, applied, or stated on a reconnect (initial_resource_versions).
+            held = name in ts.sent or name in (ts.acked or {}) or name in ts.held
             if held or now >= since + self.on_demand_grace:
                 if held or len(ts.missing_since) <= MAX_NO_WORKER_CLUSTERS:
                     named[name] = no_worker_cluster(name)

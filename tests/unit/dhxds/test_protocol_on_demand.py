@@ -115,3 +115,29 @@ def test_a_reconnect_that_states_its_on_demand_clusters_gets_nothing():
     world.h.request(again, req)
     world.h.pump()
     assert world.h.outboxes[again.id] == []
+
+
+def test_a_reconnect_keeps_the_empty_clusters_it_holds():
+    world = World()
+    envoy, sm = on_demand_envoy(world)
+    envoy.ask("worker_gone")
+    world.h.pump()
+    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
+    world.settle(envoy)
+    held = envoy.held[envoy.cds_type]
+    assert held["worker_gone"].digest == no_worker_cluster("worker_gone").digest
+    from dhxds.protocol import Request, Stream
+
+    again = Stream(96, sm.stream.service, "peer-5", world.h.now, 0.0)
+    world.h.open(again)
+    initial = tuple((name, res.digest) for name, res in held.items())
+    req = Request(
+        envoy.cds_type,
+        node=("again", "front"),
+        subscribe=("*", "worker_gone"),
+        initial_versions=initial,
+        on_demand=True,
+    )
+    world.h.request(again, req)
+    world.h.pump()
+    assert world.h.outboxes[again.id] == []  # no removal while a grace runs
