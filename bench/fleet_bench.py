@@ -9,6 +9,12 @@ Envoy (testkit binaries, the envoy role's own bootstrap, delta ADS), small HTTP 
 answer with their own name (each new worker has its own port, so a wrong-worker answer is
 seen), a process of simulated delta-ADS Envoys (bench/xds_fanout.py) and sovereign
 (bench/sovereign_peer.py). Everything is on 127.0.0.1, ephemeral ports, stopped by PID.
+
+Two route layouts are measured side by side: "delta" (every Envoy holds every worker cluster
+and the route table, delta ADS) and "on-demand" (envoy_xds_on_demand: a fixed route table,
+only web_api_service up front, a worker's cluster fetched by the first request naming it:
+ODCDS over delta ADS). The on-demand sections are named od-<section>; at 10,000 workers they
+run on a daemon of their own (fresh, so its RSS is that of an on-demand fleet).
 """
 
 from __future__ import annotations
@@ -52,6 +58,17 @@ BENCH = Path(__file__).resolve().parent
 DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 
+ON_DEMAND_SECTIONS = (
+    "od-latency",
+    "od-throughput",
+    "od-bytes",
+    "od-burst",
+    "od-fanout",
+    "od-sovereign",
+)
+ON_DEMAND_META = {"dhxds_on_demand": True}  # the node metadata the envoy role sets
+
+
 @dataclass
 class Profile:
     """How much of everything a run does (full: the issue's sizes; quick: a smoke run)."""
@@ -77,6 +94,7 @@ class Profile:
             "burst",
             "fanout",
             "sovereign",
+            *ON_DEMAND_SECTIONS,
         }
     )
 
@@ -123,21 +141,34 @@ class Fleet:
         self.daemon_start_s = time.perf_counter() - t0
         return self
 
-    def envoy(self, **role_vars) -> tuple[Envoy, float]:
+    def envoy(self, on_demand: bool = False, **role_vars) -> tuple[Envoy, float]:
         """A started delta-ADS Envoy holding every worker cluster, and the seconds from its
-        start to that point (/ready, then all clusters active)."""
+        start to that point (/ready, then all clusters active). `on_demand`: an Envoy of the
+        on-demand layout (envoy_xds_on_demand), which holds no worker cluster until a request
+        names it; ready = /ready and its fixed routes answering with web_api_service."""
         role_vars.setdefault("envoy_xds_delta", True)
         role_vars.setdefault("envoy_worker_cluster_stats", False)
+        if on_demand:
+            role_vars.setdefault("envoy_xds_on_demand", True)
         envoy = Envoy(ENVOY_MAIN, self.workdir, self.daemon.xds_port, "ads", **role_vars)
         self.envoys.append(envoy)
         t0 = time.perf_counter()
         envoy.start()
-        wait_for(
-            lambda: envoy.stat("cluster_manager.active_clusters") >= self.workers,
-            180,
-            "every worker cluster in Envoy",
-        )
+        if on_demand:
+            wait_for(
+                lambda: envoy.backend_of("/") == "web_api_service", 60, "the fixed routes in Envoy"
+            )
+        else:
+            wait_for(
+                lambda: envoy.stat("cluster_manager.active_clusters") >= self.workers,
+                180,
+                "every worker cluster in Envoy",
+            )
         return envoy, time.perf_counter() - t0
+
+    def drop(self, envoy: Envoy) -> None:
+        envoy.stop()
+        self.envoys.remove(envoy)
 
     def new_backend(self, worker_id: str) -> int:
         port = self.backends.start(worker_id)
@@ -152,31 +183,41 @@ class Fleet:
         self.backends.close()
 
 
-def classify(resp: requests.Response, port: int) -> str:
-    """new (the new worker answered), web_api (route not there yet: allowed), wrong (another
-    worker answered), or the HTTP status of a non-200."""
+def classify(resp: requests.Response, port: int, old_ports: tuple[int, ...] = ()) -> str:
+    """new (the new worker answered), web_api (route not there yet: allowed), old (the worker's
+    previous backend, for a replaced worker: allowed), wrong (another worker answered), or
+    the HTTP status of a non-200."""
     if resp.status_code != 200:
         return f"HTTP {resp.status_code}"
     body = resp.json()
     if body["port"] == port:
         return "new"
+    if body["port"] in old_ports:
+        return "old"
     return "web_api" if body["backend"] == "web_api_service" else "wrong"
 
 
 def put_to_routed(
-    daemon: Daemon, envoy: Envoy, worker_id: str, port: int, answers: Counter, timeout=30
+    daemon: Daemon,
+    envoy: Envoy,
+    worker_id: str,
+    port: int,
+    answers: Counter,
+    timeout=30,
+    old_ports: tuple[int, ...] = (),
 ):
     """PUT sent -> first request through `envoy` answered by the new worker (ms), and the PUT's
-    own latency (ms). Probes on one keep-alive connection, ~1 ms apart."""
+    own latency (ms). Probes on one keep-alive connection, ~1 ms apart. `old_ports`: the
+    worker exists already (a replace) and answered from these ports before."""
     session = requests.Session()
     url = f"{envoy.url}/worker/{worker_id}/probe"
     t0 = time.perf_counter()
     resp = daemon.call("PUT", f"/v1/workers/{worker_id}", {"host": HOST, "port": port})
     put_ms = (time.perf_counter() - t0) * 1000
-    assert resp.status_code == 201, resp.text
+    assert resp.status_code == (200 if old_ports else 201), resp.text
     deadline = t0 + timeout
     while True:
-        kind = classify(session.get(url, timeout=5), port)
+        kind = classify(session.get(url, timeout=5), port, old_ports)
         now = time.perf_counter()
         answers[kind] += 1
         if kind == "new":
@@ -186,7 +227,7 @@ def put_to_routed(
         time.sleep(0.001)
 
 
-def latency(fleet: Fleet, envoy: Envoy, count: int, tag: str) -> dict:
+def latency(fleet: Fleet, envoy: Envoy, count: int, tag: str, layout: str = "delta") -> dict:
     answers: Counter[str] = Counter()
     routed, puts = [], []
     for i in range(count):
@@ -197,6 +238,7 @@ def latency(fleet: Fleet, envoy: Envoy, count: int, tag: str) -> dict:
         puts.append(p)
     return {
         "workers": fleet.workers,
+        "layout": layout,
         "put_to_routed_ms": summary(routed),
         "put_ms": summary(puts),
         "answers": dict(answers),
@@ -256,12 +298,14 @@ async def _hammer(url: str, seconds: float, connections: int = 8) -> tuple[int, 
     return ok, bad
 
 
-def throughput(fleet: Fleet, envoy: Envoy, seconds: float) -> dict:
+def throughput(fleet: Fleet, envoy: Envoy, seconds: float, layout: str = "delta") -> dict:
     order = route_order(envoy)
     first, last = (
         (order[0], order[-1]) if order else ("worker_pre0", f"worker_pre{fleet.workers - 1}")
     )
     ids = [c.removeprefix("worker_") for c in (first, last)]
+    for worker_id in ids:  # an on-demand Envoy fetches the cluster now, not in the count
+        requests.get(f"{envoy.url}/worker/{worker_id}/t", timeout=30)
     rps = {ids[0]: [], ids[1]: []}
     for _round in range(2):  # alternate, so a load change on the box hits both alike
         for worker_id in ids:
@@ -270,6 +314,7 @@ def throughput(fleet: Fleet, envoy: Envoy, seconds: float) -> dict:
     first_rps, last_rps = (sum(rps[i]) / len(rps[i]) for i in ids)
     return {
         "workers": fleet.workers,
+        "layout": layout,
         "first": ids[0],
         "last": ids[1],
         "ordered_routes": len(order),
@@ -335,6 +380,40 @@ def bytes_per_change(fleet: Fleet) -> dict:
         delta.close()
 
 
+def bytes_on_demand(fleet: Fleet, subscribed: str = "pre5") -> dict:
+    """What an on-demand client (a raw delta ADS stream whose node metadata sets
+    dhxds_on_demand, ACKing like Envoy) receives for (1) a registration it did not ask for and
+    (2) a change of a worker it subscribed by name (ODCDS), next to a state-of-the-world
+    stream on the same daemon (today's full state per change)."""
+    daemon = fleet.daemon
+    sotw = open_ads(daemon, "bytes-od-sotw")
+    od = XdsClient(daemon.xds_port, DELTA_ADS, delta=True)
+    name = f"worker_{subscribed}"
+    try:
+        node = {"id": "bytes-on-demand", "cluster": "front", "metadata": ON_DEMAND_META}
+        od.send(node=node, type_url=CDS_TYPE)
+        od.send(type_url=RDS_TYPE, resource_names_subscribe=["rds_config"])
+        initial = {n: _sync(c, n == "od", 3.0) for n, c in (("sotw", sotw), ("od", od))}
+        daemon.put_worker("odbytesprobe", 9)  # a registration nobody asked for
+        added = {n: _sync(c, n == "od", 2.0) for n, c in (("sotw", sotw), ("od", od))}
+        od.send(type_url=CDS_TYPE, resource_names_subscribe=[name])  # what Envoy's ODCDS asks
+        subscribe = _sync(od, True, 2.0)
+        daemon.put_worker(subscribed, 10)  # a change of the subscribed worker (new port)
+        changed = {n: _sync(c, n == "od", 2.0) for n, c in (("sotw", sotw), ("od", od))}
+        out = {"workers": fleet.workers, "layout": "on-demand", "subscribed": name}
+        for key, got in (("initial", initial), ("register", added), ("change", changed)):
+            for who in ("sotw", "od"):
+                out[f"{key}_{who}_cds"] = got[who][CDS_TYPE]
+                out[f"{key}_{who}_rds"] = got[who][RDS_TYPE]
+                out[f"{key}_{who}_total"] = got[who][CDS_TYPE] + got[who][RDS_TYPE]
+        out["subscribe_od_cds"] = subscribe[CDS_TYPE]
+        out["subscribe_od_total"] = sum(subscribe.values())
+        return out
+    finally:
+        sotw.close()
+        od.close()
+
+
 def put_latency(fleet: Fleet, count: int) -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -357,12 +436,18 @@ def daemon_pushes(daemon: Daemon) -> float:
     return total
 
 
-async def _burst(fleet: Fleet, envoy: Envoy, ids: list[str], window: float) -> dict:
+async def _burst(
+    fleet: Fleet, envoy: Envoy, ids: list[str], window: float, returned_only: bool = False
+) -> dict:
+    """`returned_only`: the sweeper asks only for workers whose PUT has returned (an
+    on-demand Envoy holds a request for a worker not registered yet for dhxds' grace, then
+    answers 503: asking before the PUT returned would measure that, not the layout)."""
     ports = {w: fleet.new_ports[w] for w in ids}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     routed: dict[str, float] = {}
     answers: Counter[str] = Counter()
     put_done: list[float] = []
+    returned: set[str] = set()
     all_sent = asyncio.Event()
     async with (
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as api,
@@ -377,6 +462,7 @@ async def _burst(fleet: Fleet, envoy: Envoy, ids: list[str], window: float) -> d
             ) as resp:
                 assert resp.status == 201, await resp.text()
             put_done.append(time.perf_counter())
+            returned.add(worker_id)
 
         async def sweeper() -> None:
             pending = list(ids)
@@ -396,7 +482,10 @@ async def _burst(fleet: Fleet, envoy: Envoy, ids: list[str], window: float) -> d
             deadline = time.perf_counter() + 120
             while pending and time.perf_counter() < deadline:
                 # only workers whose PUT has been sent can be routable
-                batch = pending[: len(put_done) + 8] if not all_sent.is_set() else pending
+                if returned_only:
+                    batch = [w for w in pending if w in returned]
+                else:
+                    batch = pending[: len(put_done) + 8] if not all_sent.is_set() else pending
                 await asyncio.gather(*(check(w) for w in batch))
                 pending = [w for w in pending if w not in routed]
                 await asyncio.sleep(0.005)
@@ -424,8 +513,9 @@ def envoy_stat(envoy: Envoy, name: str) -> int:
     return envoy.stat(name, timeout=120)
 
 
-def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:
-    ids = [f"burst{i}" for i in range(count)]
+def burst(fleet: Fleet, envoy: Envoy, count: int, window: float, layout: str = "delta") -> dict:
+    on_demand = layout == "on-demand"
+    ids = [f"{'odburst' if on_demand else 'burst'}{i}" for i in range(count)]
     for worker_id in ids:
         fleet.new_backend(worker_id)
     t0 = time.perf_counter()
@@ -433,10 +523,11 @@ def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:
     settle_s = time.perf_counter() - t0  # Envoy still busy with earlier updates
     rds0 = envoy_stat(envoy, "http.ingress_http.rds.rds_config.update_success")
     pushes0 = daemon_pushes(fleet.daemon)
-    out = asyncio.run(_burst(fleet, envoy, ids, window))
+    out = asyncio.run(_burst(fleet, envoy, ids, window, returned_only=on_demand))
     time.sleep(1)
     out.update(
         workers=fleet.workers,
+        layout=layout,
         envoy_cds_updates=envoy_stat(envoy, "cluster_manager.cds.update_success") - cds0,
         envoy_rds_updates=envoy_stat(envoy, "http.ingress_http.rds.rds_config.update_success")
         - rds0,
@@ -446,6 +537,91 @@ def burst(fleet: Fleet, envoy: Envoy, count: int, window: float) -> dict:
     return out
 
 
+class FanoutHelper:
+    """bench/xds_fanout.py in a process of its own: its lines read by a thread, its commands
+    written to its stdin."""
+
+    def __init__(self, xds_port: int, streams: int, out_file: Path, *extra: str) -> None:
+        self.out_file = out_file
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH / "xds_fanout.py"),
+                "--port",
+                str(xds_port),
+                "--streams",
+                str(streams),
+                "--out",
+                str(out_file),
+                *extra,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.incoming: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [self.incoming.put(x.strip()) for x in self.proc.stdout], daemon=True
+        ).start()
+
+    def until(self, line: str, timeout: float) -> bool:
+        """Read the helper's lines until `line` (True) or the timeout (False)."""
+        deadline = time.monotonic() + timeout
+        while line not in self.lines:
+            if self.proc.poll() is not None and self.incoming.empty():
+                raise RuntimeError(f"fanout helper exited: {self.lines[-3:]}")
+            try:
+                got = self.incoming.get(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    return False
+                continue
+            self.lines.append(got)
+            if got.startswith(("synced", "status")):
+                log(f"fanout: {got}")
+        return True
+
+    def command(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def wait_synced(self, simulated: int, timeout: float = 150) -> tuple[int, str | None]:
+        """Every stream's initial sync, or how many got it within `timeout` (and why not)."""
+        if self.until("ready", timeout):
+            return simulated, None
+        self.command("status")
+        self.until("status", 10)
+        status = next((x for x in reversed(self.lines) if x.startswith("status")), "")
+        synced = int(status.split("synced=")[1].split()[0]) if status else 0
+        stuck = (
+            f"{simulated - synced} of {simulated} simulated streams never got their "
+            f"initial sync within {timeout:.0f} s ({status})"
+        )
+        log(f"fanout: {stuck}; measuring the {synced} that did")
+        self.command(f"expect {synced}")
+        return synced, stuck
+
+    def finish(self) -> dict:
+        self.proc.stdin.close()
+        self.proc.wait(60)
+        return json.loads(self.out_file.read_text())
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def _per_stream_ms(data: dict, sent: dict[str, float]) -> list[float]:
+    """Per change and stream: the change sent -> the stream's last response naming it."""
+    per_stream = []
+    for key in sent:
+        latest: dict[int, float] = {}
+        for _kind, stream, t in data["seen"][key]:
+            latest[stream] = max(latest.get(stream, 0.0), t)
+        per_stream += [(t - sent[key]) * 1000 for t in latest.values()]
+    return per_stream
+
+
 def fanout(
     fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path, deadline: float
 ) -> dict:
@@ -453,66 +629,16 @@ def fanout(
     the stream received it (simulated) or the new worker answers through Envoy (real)."""
     simulated = streams - 1
     ids = [f"fanout{i}" for i in range(changes)]
-    out_file = workdir / "fanout.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(BENCH / "xds_fanout.py"),
-            "--port",
-            str(fleet.daemon.xds_port),
-            "--streams",
-            str(simulated),
-            "--watch",
-            ",".join(f"worker_{i}" for i in ids),
-            "--out",
-            str(out_file),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    helper = FanoutHelper(
+        fleet.daemon.xds_port,
+        simulated,
+        workdir / "fanout.json",
+        "--watch",
+        ",".join(f"worker_{i}" for i in ids),
     )
-    lines: list[str] = []
-    incoming: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(
-        target=lambda: [incoming.put(x.strip()) for x in proc.stdout], daemon=True
-    )
-    reader.start()
-
-    def until(line: str, timeout: float) -> bool:
-        """Read the helper's lines until `line` (True) or the timeout (False)."""
-        deadline = time.monotonic() + timeout
-        while line not in lines:
-            if proc.poll() is not None and incoming.empty():
-                raise RuntimeError(f"fanout helper exited: {lines[-3:]}")
-            try:
-                got = incoming.get(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    return False
-                continue
-            lines.append(got)
-            if got.startswith(("synced", "status")):
-                log(f"fanout: {got}")
-        return True
-
-    def command(text: str) -> None:
-        proc.stdin.write(text + "\n")
-        proc.stdin.flush()
-
     try:
         t0 = time.perf_counter()
-        synced, stuck = simulated, None
-        if not until("ready", 150):
-            command("status")
-            until("status", 10)
-            status = next((x for x in reversed(lines) if x.startswith("status")), "")
-            synced = int(status.split("synced=")[1].split()[0]) if status else 0
-            stuck = (
-                f"{simulated - synced} of {simulated} simulated streams never got their "
-                f"initial CDS + RDS within 150 s ({status})"
-            )
-            log(f"fanout: {stuck}; measuring the {synced} that did")
-            command(f"expect {synced}")
+        synced, stuck = helper.wait_synced(simulated)
         sync_s = time.perf_counter() - t0
         rss_connected = rss_mb(fleet.daemon.proc.pid)
         sent: dict[str, float] = {}
@@ -523,28 +649,22 @@ def fanout(
                 log(f"fanout: time budget spent after {len(sent)} changes")
                 break
             port = fleet.new_backend(worker_id)
-            sent[worker_id] = time.monotonic()
+            sent[f"worker_{worker_id}"] = time.monotonic()
             routed_ms, _put = put_to_routed(
                 fleet.daemon, envoy, worker_id, port, answers, timeout=120
             )
             envoy_ms.append(routed_ms)
-            if not until(f"all worker_{worker_id}", 60):
+            if not helper.until(f"all worker_{worker_id}", 60):
                 log(f"fanout: not every stream had worker_{worker_id} within 60 s")
             time.sleep(0.3)
         rss_after = rss_mb(fleet.daemon.proc.pid)
-        proc.stdin.close()
-        proc.wait(60)
-        data = json.loads(out_file.read_text())
+        data = helper.finish()
     finally:
-        stop_process(proc)
-    per_stream = []
-    for worker_id in sent:
-        latest: dict[int, float] = {}
-        for _kind, stream, t in data["seen"][f"worker_{worker_id}"]:
-            latest[stream] = max(latest.get(stream, 0.0), t)
-        per_stream += [(t - sent[worker_id]) * 1000 for t in latest.values()]
+        helper.stop()
+    per_stream = _per_stream_ms(data, sent)
     return {
         "workers": fleet.workers,
+        "layout": "delta",
         "streams": simulated + 1,
         "simulated": simulated,
         "envoys": 1,
@@ -552,6 +672,88 @@ def fanout(
         "initial_sync_s": sync_s,
         "change_ms": summary(per_stream + envoy_ms),
         "envoy_ms": summary(envoy_ms),
+        "daemon_rss_connected_mb": rss_connected[0],
+        "daemon_rss_mb": rss_after[0],
+        "daemon_peak_mb": rss_after[1],
+        "responses": data["responses"],
+        "synced": synced,
+        "stuck": stuck,
+        "reconnects": data.get("reconnects", 0),
+        "stream_errors": data.get("errors", []),
+        "missing_samples": len(sent) * simulated - len(per_stream),
+    }
+
+
+def fanout_on_demand(
+    fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path, deadline: float
+) -> dict:
+    """The on-demand layout: `streams - 1` simulated on-demand clients (node metadata
+    dhxds_on_demand, CDS wildcard + RDS, then one cluster subscribed by name) plus the real
+    on-demand Envoy, all holding one common worker (the Envoy: asked for it by a request).
+    Per change of that worker (a new port): PUT sent -> the stream received the changed
+    cluster (simulated) or the worker's new backend answers through Envoy (real)."""
+    simulated = streams - 1
+    common = "odcommon"
+    ports = [fleet.backends.start(f"{common}-0")]
+    fleet.daemon.put_worker(common, ports[0])
+    wait_for(lambda: envoy.backend_of(f"/worker/{common}/") == f"{common}-0", 60, "odcommon")
+    rss_before = rss_mb(fleet.daemon.proc.pid)
+    helper = FanoutHelper(
+        fleet.daemon.xds_port,
+        simulated,
+        workdir / "fanout-on-demand.json",
+        "--on-demand",
+        "--subscribe",
+        f"worker_{common}",
+    )
+    try:
+        t0 = time.perf_counter()
+        synced, stuck = helper.wait_synced(simulated)
+        sync_s = time.perf_counter() - t0
+        rss_connected = rss_mb(fleet.daemon.proc.pid)
+        sent: dict[str, float] = {}
+        envoy_ms = []
+        answers: Counter[str] = Counter()
+        for k in range(1, changes + 1):
+            if sent and time.time() > deadline - 60:
+                log(f"fanout (on demand): time budget spent after {len(sent)} changes")
+                break
+            tag = f"change{k}"
+            ports.append(fleet.backends.start(f"{common}-{k}"))
+            helper.command(f"arm {tag} worker_{common}")
+            if not helper.until(f"armed {tag}", 30):
+                raise RuntimeError("fanout helper did not arm")
+            sent[tag] = time.monotonic()
+            routed_ms, _put = put_to_routed(
+                fleet.daemon,
+                envoy,
+                common,
+                ports[-1],
+                answers,
+                timeout=120,
+                old_ports=tuple(ports[:-1]),
+            )
+            envoy_ms.append(routed_ms)
+            if not helper.until(f"all {tag}", 60):
+                log(f"fanout (on demand): not every stream had {tag} within 60 s")
+            time.sleep(0.3)
+        rss_after = rss_mb(fleet.daemon.proc.pid)
+        data = helper.finish()
+    finally:
+        helper.stop()
+    per_stream = _per_stream_ms(data, sent)
+    return {
+        "workers": fleet.workers,
+        "layout": "on-demand",
+        "streams": simulated + 1,
+        "simulated": simulated,
+        "envoys": 1,
+        "changes": len(sent),
+        "initial_sync_s": sync_s,
+        "change_ms": summary(per_stream + envoy_ms),
+        "envoy_ms": summary(envoy_ms),
+        "envoy_answers": dict(answers),
+        "daemon_rss_before_mb": rss_before[0],
         "daemon_rss_connected_mb": rss_connected[0],
         "daemon_rss_mb": rss_after[0],
         "daemon_peak_mb": rss_after[1],
@@ -580,9 +782,11 @@ def run_large(workdir: Path, profile: Profile, results: dict, deadline: float) -
     clean state: Envoy memory (stats on, then the kept stats-off Envoy), latency,
     throughput, bytes, PUT latency, burst, then 500 streams."""
     n = profile.large
+    sections = profile.sections
+    if not sections & {"memory", "latency", "throughput", "bytes", "put", "burst", "fanout"}:
+        return
     fleet = Fleet(workdir / f"fleet-{n}", n).start()
     log(f"daemon with {n} workers up in {fleet.daemon_start_s:.1f} s")
-    sections = profile.sections
 
     def run(name: str, fn, *args) -> None:
         if name in sections:
@@ -626,12 +830,71 @@ def run_large(workdir: Path, profile: Profile, results: dict, deadline: float) -
         fleet.stop()
 
 
+def run_large_on_demand(workdir: Path, profile: Profile, results: dict, deadline: float) -> None:
+    """The on-demand layout's 10,000-worker sections, on a daemon of their own with only
+    on-demand clients: latency, throughput, burst, 500 streams, then bytes (last: its
+    state-of-the-world stream for comparison makes the daemon build the full state)."""
+    n = profile.large
+    sections = profile.sections
+    if not sections & {"od-latency", "od-throughput", "od-bytes", "od-burst", "od-fanout"}:
+        return
+    fleet = Fleet(workdir / f"fleet-{n}-on-demand", n).start()
+    log(f"on-demand: daemon with {n} workers up in {fleet.daemon_start_s:.1f} s")
+    od = results.setdefault("on_demand", {})
+
+    def run(name: str, fn, *args) -> None:
+        if name in sections:
+            value = attempt(results, f"{name} ({n:,} workers, on-demand layout)", fn, *args)
+            if value is not None:
+                key = name.removeprefix("od-")
+                if key == "latency":
+                    od.setdefault("latency", []).append(value)
+                else:
+                    od[key] = value
+                log(f"{name}: {value.get('put_to_routed_ms', value)}")
+
+    try:
+        envoy, ready = fleet.envoy(on_demand=True)
+        od["envoy"] = {
+            "workers": n,
+            "ready_s": ready,
+            "daemon_rss_mb": rss_mb(fleet.daemon.proc.pid)[0],
+            **envoy_memory(envoy),
+        }
+        log(f"on-demand Envoy: {od['envoy']}")
+        run("od-latency", latency, fleet, envoy, profile.registrations, "odlat", "on-demand")
+        run("od-throughput", throughput, fleet, envoy, profile.throughput_s, "on-demand")
+        run("od-burst", burst, fleet, envoy, profile.burst, profile.burst_window_s, "on-demand")
+        run(
+            "od-fanout",
+            fanout_on_demand,
+            fleet,
+            envoy,
+            profile.streams,
+            profile.fanout_changes,
+            workdir,
+            deadline,
+        )
+        run("od-bytes", bytes_on_demand, fleet)
+    finally:
+        fleet.stop()
+
+
 def run_small(workdir: Path, profile: Profile, results: dict) -> None:
+    """The latency at the small size: the delta layout, then (its Envoy stopped) an on-demand
+    Envoy on the same daemon."""
     fleet = Fleet(workdir / f"fleet-{profile.small}", profile.small).start()
     try:
-        envoy, _ready = fleet.envoy()
-        results["latency"].append(latency(fleet, envoy, profile.registrations, "lat"))
-        log(f"latency at {profile.small}: {results['latency'][-1]['put_to_routed_ms']}")
+        if "latency" in profile.sections:
+            envoy, _ready = fleet.envoy()
+            results["latency"].append(latency(fleet, envoy, profile.registrations, "lat"))
+            log(f"latency at {profile.small}: {results['latency'][-1]['put_to_routed_ms']}")
+            fleet.drop(envoy)
+        if profile.sections & {"od-latency", "od-sovereign"}:
+            envoy, _ready = fleet.envoy(on_demand=True)
+            value = latency(fleet, envoy, profile.registrations, "odlat", "on-demand")
+            results.setdefault("on_demand", {}).setdefault("latency", []).append(value)
+            log(f"on-demand latency at {profile.small}: {value['put_to_routed_ms']}")
     finally:
         fleet.stop()
 
@@ -724,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
     # 15 minutes in all: the fan-out's changes stop early when the budget runs out
     deadline = started + profile.budget_s
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
-        if "latency" in profile.sections:
+        if profile.sections & {"latency", "od-latency", "sovereign", "od-sovereign"}:
             attempt(
                 results,
                 f"latency ({profile.small:,} workers)",
@@ -733,16 +996,38 @@ def main(argv: list[str] | None = None) -> int:
                 profile,
                 results,
             )
-        if "sovereign" in profile.sections:  # before the long 10,000-worker part
+        if profile.sections & {"sovereign", "od-sovereign"}:  # before the 10,000-worker part
             from sovereign_peer import compare
 
             small = next((x for x in results["latency"] if x["workers"] == profile.small), None)
-            results["sovereign"] = compare(Path(tmp), profile.small, profile.sovereign_new, small)
+            od_small = next(
+                (
+                    x
+                    for x in results.get("on_demand", {}).get("latency", [])
+                    if x["workers"] == profile.small
+                ),
+                None,
+            )
+            peer = compare(Path(tmp), profile.small, profile.sovereign_new, small or od_small)
+            peer["ours_layout"] = "delta" if small else "on-demand"
+            if od_small is not None:
+                peer["ours_on_demand_ms"] = od_small["put_to_routed_ms"]
+                peer["ours_on_demand_answers"] = od_small["answers"]
+            results["sovereign"] = peer
             log(f"sovereign: {results['sovereign']}")
         attempt(
             results,
             f"{profile.large:,}-worker fleet",
             run_large,
+            Path(tmp),
+            profile,
+            results,
+            deadline,
+        )
+        attempt(
+            results,
+            f"{profile.large:,}-worker fleet, on-demand layout",
+            run_large_on_demand,
             Path(tmp),
             profile,
             results,

@@ -54,75 +54,145 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [cells(header), "|" + "---|" * len(header), *(cells(r) for r in rows)]
 
 
+def _latency_row(lat: dict) -> list[str]:
+    s = lat["put_to_routed_ms"]
+    return [
+        f"PUT sent -> first request through Envoy reaching the new worker, "
+        f"{lat['workers']:,} workers ({lat.get('layout', 'delta')} layout, "
+        f"{s['n']} registrations)",
+        f"p99 {fmt(s['p99'], ' ms')} (p50 {fmt(s['p50'], ' ms')}); "
+        f"503s: {lat['status_5xx']}; wrong worker: {lat['wrong_worker']}; "
+        f"web_api_service while waiting: {lat['web_api']}",
+        "p99 <= 50 ms; zero 503s; never a wrong worker",
+        "met"
+        if verdict(s["p99"], 50) == "met" and lat["status_5xx"] == 0 and lat["wrong_worker"] == 0
+        else "missed",
+    ]
+
+
+def _bytes_row(size: dict) -> list[str]:
+    share = size["delta_total"] / size["sotw_total"] * 100 if size["sotw_total"] else math.nan
+    return [
+        f"one change at {size['workers']:,} workers: bytes sent per Envoy (delta layout)",
+        f"delta {size['delta_total']:,} B vs state-of-the-world {size['sotw_total']:,} B "
+        f"({fmt(share, ' %', 3)}); CDS {size['delta_cds']:,} vs {size['sotw_cds']:,}; "
+        f"RDS {size['delta_rds']:,} vs {size['sotw_rds']:,}",
+        "<= 1 % of full-state bytes",
+        verdict(share, 1.0),
+    ]
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole * 100 if whole else math.nan
+
+
+def _od_bytes_row(size: dict) -> list[str]:
+    reg = _share(size["register_od_total"], size["register_sotw_total"])
+    change = _share(size["change_od_total"], size["change_sotw_total"])
+    worst = max(reg, change)
+    return [
+        f"one change at {size['workers']:,} workers: bytes sent per Envoy (on-demand layout)",
+        f"a registration it did not ask for: {size['register_od_total']:,} B vs "
+        f"state-of-the-world {size['register_sotw_total']:,} B ({fmt(reg, ' %', 3)}); "
+        f"a change of the worker it subscribed by name ({size['subscribed']}): "
+        f"{size['change_od_total']:,} B (CDS {size['change_od_cds']:,}, RDS "
+        f"{size['change_od_rds']:,}) vs state-of-the-world {size['change_sotw_total']:,} B "
+        f"({fmt(change, ' %', 3)})",
+        "<= 1 % of full-state bytes",
+        verdict(worst, 1.0),
+    ]
+
+
+def _fanout_row(fan: dict) -> list[str]:
+    s = fan["change_ms"]
+    on_demand = fan.get("layout") == "on-demand"
+    return [
+        f"{fan['streams']} xDS streams ({fan['simulated']} simulated"
+        + (" on-demand clients" if on_demand else "")
+        + f" + {fan['envoys']} real"
+        + (" on-demand" if on_demand else "")
+        + f" Envoy), {fan['workers']:,} workers ({fan.get('layout', 'delta')} layout): "
+        + (
+            "every stream has a change of the one worker all subscribed by name"
+            if on_demand
+            else "every stream has a change"
+        ),
+        f"p99 {fmt(s['p99'], ' ms')} (p50 {fmt(s['p50'], ' ms')}, "
+        f"{fan['changes']} changes"
+        + (
+            f"; {fan['missing_samples']} stream x change samples never arrived"
+            if fan.get("missing_samples")
+            else ""
+        )
+        + f"); daemon RSS {fmt(fan['daemon_rss_mb'], ' MB', 0)} "
+        f"(peak {fmt(fan['daemon_peak_mb'], ' MB', 0)})",
+        "p99 <= 1 s; RSS <= 250 MB",
+        "met"
+        if verdict(s["p99"], 1000) == "met" and verdict(fan["daemon_rss_mb"], 250) == "met"
+        else "missed",
+    ]
+
+
+def _burst_row(burst: dict) -> list[str]:
+    return [
+        f"burst: {burst['count']:,} registrations in {fmt(burst['put_span_s'], ' s', 2)} "
+        f"at {burst['workers']:,} workers ({burst.get('layout', 'delta')} layout)",
+        f"all routable {fmt(burst['all_routable_after_last_put_ms'], ' ms', 0)} after the "
+        f"last PUT returned ({burst['routed']:,} of {burst['count']:,} routed); pushes to the "
+        f"Envoy: CDS {burst['envoy_cds_updates']}, RDS "
+        f"{burst['envoy_rds_updates']} (daemon: {burst['daemon_pushes']} responses)",
+        "all routable <= 2 s after the last PUT; pushes reported",
+        verdict(burst["all_routable_after_last_put_ms"], 2000)
+        if burst["routed"] == burst["count"]
+        else "missed",
+    ]
+
+
+def _throughput_row(thr: dict) -> list[str]:
+    return [
+        f"throughput through Envoy, last of {thr['workers']:,} workers vs the first "
+        f"({thr.get('layout', 'delta')} layout)",
+        f"{fmt(thr['ratio'] * 100, ' %', 0)} ({fmt(thr['last_rps'], ' rps', 0)} vs "
+        f"{fmt(thr['first_rps'], ' rps', 0)})",
+        ">= 90 %",
+        verdict(thr["ratio"], 0.9, higher_is_better=True),
+    ]
+
+
+def _sovereign_row(peer: dict, ours: dict, layout: str) -> list[str]:
+    theirs = peer["theirs_ms"]["p99"]
+    ratio = theirs / ours["p99"] if ours["p99"] else math.nan
+    return [
+        f"sovereign {peer['version']} side by side (Envoy {peer['envoy']}), "
+        f"{peer['count']} new workers on top of {peer['workers']:,} ({layout} layout)",
+        f"ours p99 {fmt(ours['p99'], ' ms')} vs sovereign p99 {fmt(theirs, ' ms')}: "
+        f"{fmt(ratio, 'x', 1)} lower",
+        "our p99 >= 50x lower",
+        verdict(ratio, 50, higher_is_better=True),
+    ]
+
+
 def targets_rows(results: dict) -> list[list[str]]:
-    """One row per figure of issue 10's Targets table: measure, figure, target, verdict."""
+    """One row per figure of issue 10's Targets table: measure, figure, target, verdict; the
+    on-demand layout's row (results["on_demand"]) right under the delta layout's."""
+    od = results.get("on_demand", {})
     rows: list[list[str]] = []
+    by_size = {lat["workers"]: lat for lat in od.get("latency", [])}
     for lat in results.get("latency", []):
-        s = lat["put_to_routed_ms"]
-        rows.append(
-            [
-                f"PUT sent -> first request through Envoy reaching the new worker, "
-                f"{lat['workers']:,} workers ({s['n']} registrations)",
-                f"p99 {fmt(s['p99'], ' ms')} (p50 {fmt(s['p50'], ' ms')}); "
-                f"503s: {lat['status_5xx']}; wrong worker: {lat['wrong_worker']}; "
-                f"web_api_service while waiting: {lat['web_api']}",
-                "p99 <= 50 ms; zero 503s; never a wrong worker",
-                "met"
-                if verdict(s["p99"], 50) == "met"
-                and lat["status_5xx"] == 0
-                and lat["wrong_worker"] == 0
-                else "missed",
-            ]
-        )
-    size = results.get("bytes")
-    if size:
-        share = size["delta_total"] / size["sotw_total"] * 100 if size["sotw_total"] else math.nan
-        rows.append(
-            [
-                f"one change at {size['workers']:,} workers: bytes sent per Envoy",
-                f"delta {size['delta_total']:,} B vs state-of-the-world {size['sotw_total']:,} B "
-                f"({fmt(share, ' %', 3)}); CDS {size['delta_cds']:,} vs {size['sotw_cds']:,}; "
-                f"RDS {size['delta_rds']:,} vs {size['sotw_rds']:,}",
-                "<= 1 % of full-state bytes",
-                verdict(share, 1.0),
-            ]
-        )
-    fan = results.get("fanout")
-    if fan:
-        s = fan["change_ms"]
-        rows.append(
-            [
-                f"{fan['streams']} xDS streams ({fan['simulated']} simulated + "
-                f"{fan['envoys']} real Envoy), {fan['workers']:,} workers: "
-                "every stream has a change",
-                f"p99 {fmt(s['p99'], ' ms')} (p50 {fmt(s['p50'], ' ms')}, "
-                f"{fan['changes']} changes"
-                + (
-                    f"; {fan['missing_samples']} stream x change samples never arrived"
-                    if fan.get("missing_samples")
-                    else ""
-                )
-                + f"); daemon RSS {fmt(fan['daemon_rss_mb'], ' MB', 0)} "
-                f"(peak {fmt(fan['daemon_peak_mb'], ' MB', 0)})",
-                "p99 <= 1 s; RSS <= 250 MB",
-                "met"
-                if verdict(s["p99"], 1000) == "met" and verdict(fan["daemon_rss_mb"], 250) == "met"
-                else "missed",
-            ]
-        )
-    burst = results.get("burst")
-    if burst:
-        rows.append(
-            [
-                f"burst: {burst['count']:,} registrations in {fmt(burst['put_span_s'], ' s', 2)} "
-                f"at {burst['workers']:,} workers",
-                f"all routable {fmt(burst['all_routable_after_last_put_ms'], ' ms', 0)} after the "
-                f"last PUT returned; pushes to the Envoy: CDS {burst['envoy_cds_updates']}, RDS "
-                f"{burst['envoy_rds_updates']} (daemon: {burst['daemon_pushes']} responses)",
-                "all routable <= 2 s after the last PUT; pushes reported",
-                verdict(burst["all_routable_after_last_put_ms"], 2000),
-            ]
-        )
+        rows.append(_latency_row(lat))
+        if lat["workers"] in by_size:
+            rows.append(_latency_row(by_size.pop(lat["workers"])))
+    rows += [_latency_row(lat) for lat in by_size.values()]
+    if results.get("bytes"):
+        rows.append(_bytes_row(results["bytes"]))
+    if od.get("bytes"):
+        rows.append(_od_bytes_row(od["bytes"]))
+    for fan in (results.get("fanout"), od.get("fanout")):
+        if fan:
+            rows.append(_fanout_row(fan))
+    for burst in (results.get("burst"), od.get("burst")):
+        if burst:
+            rows.append(_burst_row(burst))
     put = results.get("put")
     if put:
         s = put["put_ms"]
@@ -134,17 +204,9 @@ def targets_rows(results: dict) -> list[list[str]]:
                 verdict(s["p99"], 10),
             ]
         )
-    thr = results.get("throughput")
-    if thr:
-        rows.append(
-            [
-                f"throughput through Envoy, last of {thr['workers']:,} workers vs the first",
-                f"{fmt(thr['ratio'] * 100, ' %', 0)} ({fmt(thr['last_rps'], ' rps', 0)} vs "
-                f"{fmt(thr['first_rps'], ' rps', 0)})",
-                ">= 90 %",
-                verdict(thr["ratio"], 0.9, higher_is_better=True),
-            ]
-        )
+    for thr in (results.get("throughput"), od.get("throughput")):
+        if thr:
+            rows.append(_throughput_row(thr))
     mem = results.get("envoy_memory")
     if mem:
         on, off = mem.get("stats_on"), mem.get("stats_off")
@@ -173,19 +235,10 @@ def targets_rows(results: dict) -> list[list[str]]:
                 ]
             )
         else:
-            ours = peer["ours_ms"]["p99"]
-            theirs = peer["theirs_ms"]["p99"]
-            ratio = theirs / ours if ours else math.nan
-            rows.append(
-                [
-                    f"sovereign {peer['version']} side by side (Envoy {peer['envoy']}), "
-                    f"{peer['count']} new workers on top of {peer['workers']:,}",
-                    f"ours p99 {fmt(ours, ' ms')} vs sovereign p99 {fmt(theirs, ' ms')}: "
-                    f"{fmt(ratio, 'x', 1)} lower",
-                    "our p99 >= 50x lower",
-                    verdict(ratio, 50, higher_is_better=True),
-                ]
-            )
+            layout = peer.get("ours_layout", "delta")
+            rows.append(_sovereign_row(peer, peer["ours_ms"], layout))
+            if layout != "on-demand" and peer.get("ours_on_demand_ms"):
+                rows.append(_sovereign_row(peer, peer["ours_on_demand_ms"], "on-demand"))
     for name, message in results.get("errors", {}).items():
         rows.append([f"section {name}", f"failed: {message}", "-", "n/a"])
     return rows
@@ -195,10 +248,200 @@ def _answers(answers: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())) or "-"
 
 
+def _on_demand_details(results: dict) -> list[str]:
+    """The on-demand layout's sections (results["on_demand"]) other than the latency rows."""
+    od = results.get("on_demand", {})
+    out: list[str] = []
+    if not any(od.get(k) for k in ("envoy", "bytes", "fanout", "burst", "throughput")):
+        return out
+    out += [
+        "## On-demand layout (envoy_xds_on_demand)",
+        "",
+        "The envoy role with `envoy_xds_delta: true, envoy_xds_on_demand: true` (delta ADS):",
+        "a fixed route table (a Lua cluster specifier names `worker_<id>` from the path or the",
+        "`envoy-prefix` header) and only web_api_service up front; Envoy's on_demand filter",
+        "fetches a worker's cluster from dhxds (ODCDS) on the first request naming it. A",
+        "registration is sent to no Envoy that did not ask for that worker; the route",
+        "configuration never changes. At the large size these sections run on a daemon of",
+        "their own with only on-demand clients.",
+        "",
+    ]
+    env = od.get("envoy")
+    if env:
+        out += [
+            f"The on-demand Envoy at {env['workers']:,} workers: ready (/ready and the fixed "
+            f"routes) in {fmt(env['ready_s'], ' s', 1)}, RSS {fmt(env['rss_mb'], ' MiB', 0)}, "
+            f"allocated {fmt(env['allocated_mb'], ' MiB', 0)}, {env['stats_count']:,} stats; "
+            f"daemon RSS then {fmt(env['daemon_rss_mb'], ' MB', 0)}.",
+            "",
+        ]
+    size = od.get("bytes")
+    if size:
+        out += [
+            f"### Bytes per Envoy at {size['workers']:,} workers (on-demand)",
+            "",
+            "A raw delta ADS client whose first request carries node metadata",
+            '`{"dhxds_on_demand": true}` (CDS wildcard + RDS `rds_config`, ACKing like Envoy),',
+            "next to a state-of-the-world ADS stream on the same daemon. Steps: initial sync;",
+            f"one registration nobody asked for; subscribe `{size['subscribed']}` by name",
+            "(`resource_names_subscribe`, as Envoy's ODCDS does); one change of that worker",
+            "(a new port).",
+            "",
+            *table(
+                [
+                    "step",
+                    "on-demand CDS B",
+                    "on-demand RDS B",
+                    "state-of-the-world CDS B",
+                    "state-of-the-world RDS B",
+                ],
+                [
+                    [
+                        label,
+                        f"{size[f'{key}_od_cds']:,}",
+                        f"{size[f'{key}_od_rds']:,}",
+                        f"{size[f'{key}_sotw_cds']:,}",
+                        f"{size[f'{key}_sotw_rds']:,}",
+                    ]
+                    for key, label in (
+                        ("initial", "initial sync"),
+                        ("register", "one registration"),
+                        ("change", f"change of {size['subscribed']}"),
+                    )
+                ]
+                + [
+                    [
+                        f"subscribe {size['subscribed']}",
+                        f"{size['subscribe_od_cds']:,}",
+                        "0",
+                        "-",
+                        "-",
+                    ]
+                ],
+            ),
+            "",
+        ]
+    fan = od.get("fanout")
+    if fan:
+        out += [
+            f"### {fan['streams']} xDS streams at {fan['workers']:,} workers (on-demand)",
+            "",
+            f"{fan['simulated']} simulated on-demand clients (bench/xds_fanout.py --on-demand:",
+            "node metadata dhxds_on_demand, CDS wildcard + RDS, then `worker_odcommon`",
+            "subscribed by name, each response ACKed at once, one separate process) plus the",
+            "real on-demand Envoy, which asked for the same worker by a request. Per change (the",
+            "worker moved to a new port): PUT sent -> the stream's last response naming the",
+            "cluster (simulated), or the first request the new port answers through Envoy",
+            f"(real; answers on the way: {_answers(fan.get('envoy_answers', {}))}).",
+            "",
+            *([f"**{fan['stuck']}.**", ""] if fan.get("stuck") else []),
+            *(
+                [
+                    f"**{fan['reconnects']} simulated stream reconnects** "
+                    f"(first: {'; '.join(fan['stream_errors'][:3])}).",
+                    "",
+                ]
+                if fan.get("reconnects")
+                else []
+            ),
+            *table(
+                [
+                    "changes",
+                    "samples",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "real Envoy p99 ms",
+                    "initial sync of all streams s",
+                    "daemon RSS before / connected / after MB",
+                    "peak MB",
+                ],
+                [
+                    [
+                        str(fan["changes"]),
+                        str(fan["change_ms"]["n"]),
+                        fmt(fan["change_ms"]["p50"]),
+                        fmt(fan["change_ms"]["p90"]),
+                        fmt(fan["change_ms"]["p99"]),
+                        fmt(fan["change_ms"]["max"]),
+                        fmt(fan["envoy_ms"]["p99"]),
+                        fmt(fan["initial_sync_s"], "", 2),
+                        f"{fmt(fan.get('daemon_rss_before_mb'), '', 0)} / "
+                        f"{fmt(fan['daemon_rss_connected_mb'], '', 0)} / "
+                        f"{fmt(fan['daemon_rss_mb'], '', 0)}",
+                        fmt(fan["daemon_peak_mb"], "", 0),
+                    ]
+                ],
+            ),
+            "",
+        ]
+    burst = od.get("burst")
+    if burst:
+        out += [
+            f"### Burst: {burst['count']:,} registrations at {burst['workers']:,} workers "
+            "(on-demand)",
+            "",
+            "As for the delta layout, except that the sweeper asks only for workers whose PUT",
+            "has returned (a request for a worker not yet registered waits dhxds' 1 s grace,",
+            "then gets 503). Each worker is routable once its first request has fetched its",
+            "cluster; Envoy's CDS update counter counts those fetches.",
+            "",
+            *table(
+                [
+                    "registrations",
+                    "PUTs spread over s",
+                    "routed",
+                    "all routable after last PUT ms",
+                    "Envoy CDS updates",
+                    "Envoy RDS updates",
+                    "daemon responses",
+                    "sweeper answers",
+                ],
+                [
+                    [
+                        str(burst["count"]),
+                        fmt(burst["put_span_s"], "", 2),
+                        str(burst["routed"]),
+                        fmt(burst["all_routable_after_last_put_ms"], "", 0),
+                        str(burst["envoy_cds_updates"]),
+                        str(burst["envoy_rds_updates"]),
+                        str(burst["daemon_pushes"]),
+                        _answers(burst["answers"]),
+                    ]
+                ],
+            ),
+            "",
+        ]
+    thr = od.get("throughput")
+    if thr:
+        out += [
+            f"### Throughput to the first vs the last of {thr['workers']:,} workers (on-demand)",
+            "",
+            f"`{thr['first']}` vs `{thr['last']}` through the on-demand Envoy (both clusters",
+            "fetched by one request before counting; the fixed routes and the Lua specifier",
+            "are the same work for any id). Client as for the delta layout.",
+            "",
+            *table(
+                ["first rps", "last rps", "last / first"],
+                [
+                    [
+                        fmt(thr["first_rps"], "", 0),
+                        fmt(thr["last_rps"], "", 0),
+                        fmt(thr["ratio"] * 100, " %", 0),
+                    ]
+                ],
+            ),
+            "",
+        ]
+    return out
+
+
 def details(results: dict) -> list[str]:
     """The sections under the targets table: how each figure was taken, and its raw numbers."""
     out: list[str] = []
-    lat = results.get("latency", [])
+    od = results.get("on_demand", {})
+    lat = [*results.get("latency", []), *od.get("latency", [])]
     if lat:
         out += [
             "## Registration to first routed request",
@@ -208,9 +451,13 @@ def details(results: dict) -> list[str]:
             "request through Envoy (one keep-alive connection, ~1 ms between requests) that the",
             "new worker answers. Every answer on the way is counted: `web_api` (route not there",
             "yet, allowed), `wrong` (another worker: never allowed), `HTTP 5xx`.",
+            "Layouts: `delta` (the Envoy holds every worker cluster and route; a registration",
+            "is pushed to it), `on-demand` (fixed routes; the first probe naming the worker",
+            "makes the Envoy fetch its cluster from dhxds, ODCDS over delta ADS).",
             "",
             *table(
                 [
+                    "layout",
                     "workers",
                     "n",
                     "p50 ms",
@@ -222,6 +469,7 @@ def details(results: dict) -> list[str]:
                 ],
                 [
                     [
+                        r.get("layout", "delta"),
                         f"{r['workers']:,}",
                         str(r["put_to_routed_ms"]["n"]),
                         fmt(r["put_to_routed_ms"]["p50"]),
@@ -474,13 +722,28 @@ def details(results: dict) -> list[str]:
                     ["control plane", "n", "p50 ms", "p99 ms", "max ms", "answers while waiting"],
                     [
                         [
-                            "dhxds",
+                            f"dhxds, {peer.get('ours_layout', 'delta')} layout",
                             str(peer["ours_ms"]["n"]),
                             fmt(peer["ours_ms"]["p50"]),
                             fmt(peer["ours_ms"]["p99"]),
                             fmt(peer["ours_ms"]["max"]),
                             _answers(peer.get("ours_answers", {})),
                         ],
+                        *(
+                            [
+                                [
+                                    "dhxds, on-demand layout",
+                                    str(peer["ours_on_demand_ms"]["n"]),
+                                    fmt(peer["ours_on_demand_ms"]["p50"]),
+                                    fmt(peer["ours_on_demand_ms"]["p99"]),
+                                    fmt(peer["ours_on_demand_ms"]["max"]),
+                                    _answers(peer.get("ours_on_demand_answers", {})),
+                                ]
+                            ]
+                            if peer.get("ours_on_demand_ms")
+                            and peer.get("ours_layout") != "on-demand"
+                            else []
+                        ),
                         [
                             "sovereign",
                             str(peer["theirs_ms"]["n"]),
@@ -493,6 +756,7 @@ def details(results: dict) -> list[str]:
                 ),
                 "",
             ]
+    out += _on_demand_details(results)
     return out
 
 

@@ -152,3 +152,75 @@ def test_baseline_column_matches_figures_by_measure():
 def test_a_failed_section_is_reported_not_hidden():
     text = report.markdown({"meta": _meta(), "errors": {"fanout": "RuntimeError: stuck"}})
     assert "| section fanout | failed: RuntimeError: stuck | - | n/a |" in text
+
+
+def _od_results():
+    lat = {**_latency(1000, 12.0), "layout": "on-demand"}
+    return {
+        "meta": _meta(),
+        "latency": [_latency(1000, 150.0)],
+        "on_demand": {
+            "latency": [lat, {**_latency(10000, 30.0), "layout": "on-demand"}],
+            "bytes": {
+                "workers": 10000,
+                "layout": "on-demand",
+                "subscribed": "worker_pre5",
+                **{
+                    f"{step}_{who}_{kind}": value
+                    for step, values in (
+                        ("initial", (383, 1878, 2_900_000, 7_100_000)),
+                        ("register", (0, 0, 2_900_000, 7_100_000)),
+                        ("change", (385, 0, 2_900_000, 0)),
+                    )
+                    for (who, kind), value in zip(
+                        (("od", "cds"), ("od", "rds"), ("sotw", "cds"), ("sotw", "rds")),
+                        values,
+                        strict=True,
+                    )
+                },
+                "initial_od_total": 2261,
+                "initial_sotw_total": 10_000_000,
+                "register_od_total": 0,
+                "register_sotw_total": 10_000_000,
+                "change_od_total": 385,
+                "change_sotw_total": 2_900_000,
+                "subscribe_od_cds": 387,
+                "subscribe_od_total": 387,
+            },
+        },
+        "sovereign": {
+            "version": "0.32.12",
+            "envoy": "1.40.0",
+            "workers": 1000,
+            "count": 50,
+            "ours_layout": "delta",
+            "ours_ms": {"n": 50, "p50": 80.0, "p99": 150.0, "max": 150.0},
+            "ours_on_demand_ms": {"n": 50, "p50": 10.0, "p99": 12.0, "max": 12.0},
+            "theirs_ms": {"n": 50, "p50": 1000.0, "p99": 1200.0, "max": 1200.0},
+            "answers": {"new": 50},
+            "setting": "refresh 1 s",
+        },
+    }
+
+
+def test_on_demand_rows_sit_under_the_delta_rows_with_the_layout_named():
+    rows = report.targets_rows(_od_results())
+    measures = [r[0] for r in rows]
+    assert measures[0].endswith("1,000 workers (delta layout, 50 registrations)")
+    assert measures[1].endswith("1,000 workers (on-demand layout, 50 registrations)")
+    assert measures[2].endswith("10,000 workers (on-demand layout, 50 registrations)")
+    assert [r[3] for r in rows[:3]] == ["missed", "met", "met"]
+    od_bytes = next(r for r in rows if "bytes sent per Envoy (on-demand layout)" in r[0])
+    assert "a registration it did not ask for: 0 B" in od_bytes[1]
+    assert "385 B" in od_bytes[1] and od_bytes[3] == "met"
+    sov = [r for r in rows if r[0].startswith("sovereign")]
+    assert sov[0][0].endswith("(delta layout)") and sov[0][3] == "missed"  # 8x
+    assert sov[1][0].endswith("(on-demand layout)") and "100.0x lower" in sov[1][1]
+    assert sov[1][3] == "met"
+
+
+def test_on_demand_details_render():
+    text = report.markdown(_od_results())
+    assert "## On-demand layout (envoy_xds_on_demand)" in text
+    assert "| one registration | 0 | 0 | 2,900,000 | 7,100,000 |" in text
+    assert "| dhxds, on-demand layout | 50 | 10.0 | 12.0 | 12.0 | - |" in text
