@@ -20,8 +20,8 @@ from .grpc_server import XdsServer, start_grpc
 from .metrics import Metrics
 from .protocol import XdsCore
 from .registry import Registry, Unavailable
-from .resolver import Resolver
-from .resources import RegistryState, is_ip
+from .resolver import HostNames, Resolver
+from .resources import RegistryState
 from .snapshot import Snapshot, new_encoders
 from .xds_types import V3
 
@@ -51,6 +51,7 @@ class Daemon:
             config.static_workers,
         )
         self._encoders = new_encoders()
+        self._host_names = HostNames()
         self.xds: XdsServer | None = None
         self.resolver: Resolver | None = None
 
@@ -58,24 +59,25 @@ class Daemon:
         """The registry's state with the worker host names resolved so far."""
         assert self.resolver is not None
         state = self.registry.state()
-        names = {w.host for w in state.workers if not is_ip(w.host)}
+        names = self._host_names.of(state)
         self.resolver.want(names)
         known = self.resolver.addresses
         addresses = tuple(sorted((n, known[n]) for n in names if n in known))
         return dataclasses.replace(state, addresses=addresses)
 
     def _snapshot(self, state: RegistryState) -> Snapshot:
-        """Build the new snapshot now (v3 eagerly, v2 on demand)."""
+        """Build the new snapshot now (v3 clusters; route configurations and v2 when a stream
+        asks for them)."""
         start = time.perf_counter()
         snapshot = Snapshot(state, self._encoders)
-        snapshot.clusters(V3.cluster_type)
-        snapshot.route_config(V3.route_type)
+        snapshot.clusters(V3.cluster_type)  # route configurations: when a stream needs one
         self.metrics.build_seconds.observe(time.perf_counter() - start)
         self.metrics.workers.set(len(state.workers))
         self.metrics.unresolved.clear()
-        for worker in state.workers:
-            if worker.id in snapshot.unresolved:
-                self.metrics.unresolved.labels(worker.id, worker.host).set(1)
+        if snapshot.unresolved:
+            hosts = {worker.id: worker.host for worker in state.workers}
+            for worker_id in snapshot.unresolved:
+                self.metrics.unresolved.labels(worker_id, hosts[worker_id]).set(1)
         return snapshot
 
     def _publish(self) -> None:

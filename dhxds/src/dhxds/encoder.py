@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -181,10 +182,20 @@ class Encoder:
         # replaced or removed since.
         self._last_set: ResourceSet | None = None
         self._dirty: set[str] = set()
+        self._unresolved: set[str] = set()  # ids of workers whose host name is unresolved
 
     # --- moving between states -----------------------------------------------------------
     def move(self, state: RegistryState) -> None:
         if state is self._state:
+            return
+        last = self._state
+        if (
+            last is not None
+            and state.changed is not None
+            and state.parent is last.token
+            and state.addresses == last.addresses
+        ):
+            self._follow(state, state.changed)
             return
         current = dict(zip(map(id, state.workers), state.workers, strict=True))
         gone = [self._objects[key] for key in self._objects.keys() - current.keys()]
@@ -208,6 +219,22 @@ class Encoder:
         for worker_id in touched:
             self._update(worker_id)
 
+    def _follow(self, state: RegistryState, changed: Mapping[str, Worker | None]) -> None:
+        """The state right after ours, told by what changed: O(changed), not O(workers)."""
+        for worker_id, worker in changed.items():
+            old = self._workers.pop(worker_id, None)
+            if old is not None:
+                self._objects.pop(id(old), None)
+                self._unname(old)
+            if worker is not None:
+                self._workers[worker_id] = worker
+                self._objects[id(worker)] = worker
+                if not is_ip(worker.host):
+                    self._named.setdefault(worker.host, set()).add(worker_id)
+        self._state = state
+        for worker_id in changed:
+            self._update(worker_id)
+
     def _unname(self, worker: Worker) -> None:
         users = self._named.get(worker.host)
         if users is not None:
@@ -221,6 +248,10 @@ class Encoder:
         routable = worker is not None and is_ip(worker.host)
         if worker is not None and not routable and worker.host in self._addresses:
             hosts, routable = self._addresses[worker.host], True
+        if worker is not None and not routable:
+            self._unresolved.add(worker_id)
+        else:
+            self._unresolved.discard(worker_id)
         if self.on_demand and worker is not None and not is_explicit(worker):
             routable = False  # sent only when an Envoy asks for it, from the full encoder
         old = self._entries.get(worker_id)
@@ -317,12 +348,10 @@ class Encoder:
         self.move(state)
         return RouteParts(self)
 
-    def routable(self, state: RegistryState) -> tuple[frozenset[str], tuple[str, ...]]:
-        """Ids of the routable workers, and of those whose host name is unresolved (sorted)."""
+    def unresolved(self, state: RegistryState) -> tuple[str, ...]:
+        """Ids of the workers whose host name is unresolved (sorted)."""
         self.move(state)
-        routable = frozenset(self._entries)
-        unresolved = tuple(sorted(self._workers.keys() - routable))
-        return routable, unresolved
+        return tuple(sorted(self._unresolved))
 
 
 ON_DEMAND = "v3-on-demand"  # the encoders' key of the on-demand layout

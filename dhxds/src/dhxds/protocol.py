@@ -445,7 +445,7 @@ class XdsCore:
     def pending_nodes(self, worker_id: str) -> list[str]:
         """Node ids whose newest streams have not applied this worker's current cluster and
         route; every node while the worker is not routable at all (an unresolved name)."""
-        routable = worker_id in self.snapshot.routable_ids
+        routable = self.snapshot.is_routable(worker_id)
         name = cluster_name(worker_id)
         pending = []
         for (node_id, _group), cds, rds in self.newest_streams():

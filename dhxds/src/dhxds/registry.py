@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .model import Upstream, ValidationError, Worker
@@ -679,6 +680,10 @@ class Registry:
         self._task: asyncio.Task[None] | None = None
         self._watch_problem: str | None = None
         self._order = SortedIds()  # for state(): no re-sort per change
+        # The last state handed out and the served workers changed since (None: anything may
+        # have), so consumers can follow a state change in O(changed) (RegistryState.changed).
+        self._last_state: RegistryState | None = None
+        self._changed: dict[str, Worker | None] | None = None
 
     async def start(self) -> None:
         """Load the stored workers and follow the backend's watch from that revision. A
@@ -770,6 +775,7 @@ class Registry:
         return True
 
     def _reset(self, revision: int, stored: dict[str, Worker]) -> None:
+        self._changed = None
         if self.backend.shares_config:
             self._use_shared(self.backend.shared_config, revision)
         self.stored = dict(stored)
@@ -820,10 +826,13 @@ class Registry:
 
     def _apply(self, batch: list[Change | ConfigChange]) -> None:
         refilter = False
+        touched: list[str] = []
         for change in batch:
             if isinstance(change, ConfigChange):
                 refilter |= self._use_shared(change.config, change.revision)
-            elif change.worker is None:
+                continue
+            touched.append(change.worker_id)
+            if change.worker is None:
                 self.stored.pop(change.worker_id, None)
                 self.dynamic.pop(change.worker_id, None)
             else:
@@ -834,6 +843,10 @@ class Registry:
                     self.dynamic.pop(change.worker_id, None)
         if refilter:  # other static workers: stored ones may collide, or no longer collide
             self._refilter()
+            self._changed = None
+        elif self._changed is not None:
+            for worker_id in touched:
+                self._changed[worker_id] = self.get(worker_id)
         self._advance(batch[-1].revision)
         self._notify()
 
@@ -879,9 +892,23 @@ class Registry:
         return self.static.get(worker_id) or self.dynamic.get(worker_id)
 
     def state(self) -> RegistryState:
+        last = self._last_state
+        if last is not None and self._changed == {}:
+            return last  # nothing changed: the same state (and token) again
         merged = self.workers()
         ordered = tuple(map(merged.__getitem__, self._order.update(merged.keys())))
-        return RegistryState(ordered, self.web_api, self.route_config_name)
+        if last is not None and self._changed is not None and last.web_api == self.web_api:
+            state = RegistryState(
+                ordered,
+                self.web_api,
+                self.route_config_name,
+                parent=last.token,
+                changed=MappingProxyType(self._changed),
+            )
+        else:
+            state = RegistryState(ordered, self.web_api, self.route_config_name)
+        self._last_state, self._changed = state, {}
+        return state
 
     async def put(self, worker: Worker) -> tuple[bool, bool]:
         """Store a worker; returns (created, changed) once the local view holds it."""

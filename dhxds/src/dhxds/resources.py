@@ -6,7 +6,8 @@ told otherwise. Routing is written here once.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from google.protobuf import any_pb2, duration_pb2
@@ -30,6 +31,13 @@ class RegistryState:
     # Worker host names resolved by dhxds, sorted: ((name, (address, ...)), ...). A worker
     # whose name is absent is not routable yet (see resolver.py).
     addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # How this state follows an earlier one, so a consumer that saw that one can move in
+    # O(changed): `token` names this state (kept by dataclasses.replace), `parent` is the
+    # token of the state it follows and `changed` the workers that differ from it (id ->
+    # worker, None when gone). None: compare whole. Not part of equality.
+    token: object = field(default_factory=object, compare=False, repr=False)
+    parent: object | None = field(default=None, compare=False, repr=False)
+    changed: Mapping[str, Worker | None] | None = field(default=None, compare=False, repr=False)
 
 
 _IPV4_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")

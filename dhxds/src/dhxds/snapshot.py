@@ -22,7 +22,7 @@ from .encoded import (
 from .encoder import ON_DEMAND, Encoder, RouteParts, WorkerRoutes, new_encoders
 from .model import WEB_API_CLUSTER, cluster_name
 from .resources import RegistryState
-from .xds_types import CDS, TYPES
+from .xds_types import CDS, FLAVOURS, TYPES
 
 __all__ = [  # what the core, the daemon and the tests take from here
     "EMPTY",
@@ -37,6 +37,7 @@ __all__ = [  # what the core, the daemon and the tests take from here
     "version_of",
 ]
 
+V3_CLUSTERS = FLAVOURS["v3"].cluster_type
 _SUBSET_CACHE = 8  # route configurations for partial cluster sets, per snapshot and type
 
 
@@ -48,7 +49,7 @@ class Snapshot:
         self.created = time.monotonic()
         self._encoders = encoders
         # Named workers dhxds could not resolve (yet): stored, but not sent to Envoy.
-        self.routable_ids, self.unresolved = encoders["v3"].routable(state)
+        self.unresolved = encoders["v3"].unresolved(state)
         self._clusters: dict[tuple[str, bool], ResourceSet] = {}
         self._route_parts: dict[tuple[str, bool], RouteParts] = {}
         self._route_configs: dict[tuple[str, bool, frozenset[str]], Encoded] = {}
@@ -67,6 +68,16 @@ class Snapshot:
 
     def clusters(self, type_url: str) -> dict[str, Encoded]:
         return self.cluster_set(type_url).by_name
+
+    def is_routable(self, worker_id: str) -> bool:
+        """The worker is registered and Envoy can reach it (its cluster exists)."""
+        return cluster_name(worker_id) in self.clusters(V3_CLUSTERS)
+
+    @property
+    def routable_ids(self) -> frozenset[str]:
+        """Every routable worker's id (O(workers): for tests and operators)."""
+        skip = len(cluster_name(""))
+        return frozenset(n[skip:] for n in self.clusters(V3_CLUSTERS) if n != WEB_API_CLUSTER)
 
     def _parts(self, type_url: str, on_demand: bool = False) -> RouteParts:
         key = (type_url, on_demand)

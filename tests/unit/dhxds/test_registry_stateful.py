@@ -155,6 +155,26 @@ class RegistryMachine(RuleBasedStateMachine):
         assert self.registry.dynamic == self.served()
         assert self.registry.get("s") == STATIC
 
+    @invariant()
+    def each_state_tells_what_changed_since_the_last(self):
+        """RegistryState.changed, applied to the previous state, gives the new one (what
+        encoders rely on to move in O(changed))."""
+        state = self.registry.state()
+        last = getattr(self, "last_state", None)
+        if last is not None and state is not last and state.changed is not None:
+            assert state.parent is last.token
+            rebuilt = {w.id: w for w in last.workers}
+            for worker_id, worker in state.changed.items():
+                rebuilt.pop(worker_id, None)
+                if worker is not None:
+                    rebuilt[worker_id] = worker
+            assert tuple(rebuilt[k] for k in sorted(rebuilt)) == state.workers
+        if state is last:
+            assert state.workers == tuple(
+                self.registry.workers()[k] for k in sorted(self.registry.workers())
+            )
+        self.last_state = state
+
     def teardown(self):
         try:
             self.run(asyncio.sleep(0))

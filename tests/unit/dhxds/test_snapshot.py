@@ -29,6 +29,12 @@ def _state(workers: dict[str, Worker], resolved: tuple[str, ...], web_port: int)
 
 def _same(mine: Snapshot, fresh: Snapshot) -> None:
     assert mine.routable_ids == fresh.routable_ids and mine.unresolved == fresh.unresolved
+    v3 = FLAVOURS["v3"]  # the on-demand layout's parts too
+    ours_od = mine.cluster_set(v3.cluster_type, on_demand=True)
+    theirs_od = fresh.cluster_set(v3.cluster_type, on_demand=True)
+    assert ours_od.version == theirs_od.version and ours_od.body == theirs_od.body
+    ours_rc = mine.route_config(v3.route_type, on_demand=True)
+    assert ours_rc.payload == fresh.route_config(v3.route_type, on_demand=True).payload
     for flavour in FLAVOURS.values():
         ours = mine.cluster_set(flavour.cluster_type)
         theirs = fresh.cluster_set(flavour.cluster_type)
@@ -58,14 +64,18 @@ def _same(mine: Snapshot, fresh: Snapshot) -> None:
 
 
 @settings(deadline=None, max_examples=200)  # a loaded CI box must not fail on time
-@given(st.lists(change, max_size=25), st.booleans())
-def test_incremental_snapshots_equal_fresh_ones(changes, v2_first):
+@given(st.lists(change, max_size=25), st.booleans(), st.booleans())
+def test_incremental_snapshots_equal_fresh_ones(changes, v2_first, told):
+    """`told`: each state says what changed since the one before (as the registry's do), so
+    the encoders follow it in O(changed)."""
     encoders = new_encoders()
+    last: RegistryState | None = None
     workers: dict[str, Worker] = {}
     resolved: tuple[str, ...] = ()
     web_port = 8123
     earlier = []  # v3 cluster sets handed out before, newest last
     for step in changes:
+        before = dict(workers)
         if step[0] == "put":
             _op, worker_id, port, strip = step
             host = NAMED if worker_id == "dns" else "127.0.0.1"
@@ -83,6 +93,11 @@ def test_incremental_snapshots_equal_fresh_ones(changes, v2_first):
         if len(workers) == 4:
             web_port += 1  # web_api_service changes too, now and then
         state = _state(workers, resolved, web_port)
+        if told and last is not None and last.web_api == state.web_api:
+            changed = {k: workers.get(k) for k in before.keys() | workers.keys()}
+            changed = {k: w for k, w in changed.items() if w is not before.get(k)}
+            state = dataclasses.replace(state, parent=last.token, changed=changed)
+        last = state
         mine = Snapshot(state, encoders)
         if v2_first:  # v2 encoders may skip states (no v2 client connected)
             mine.cluster_set(FLAVOURS["v2"].cluster_type)
