@@ -26,6 +26,7 @@ import os
 import platform
 import queue
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggrega
 
 ON_DEMAND_SECTIONS = (
     "od-latency",
+    "od-put",
     "od-throughput",
     "od-bytes",
     "od-burst",
@@ -298,6 +300,9 @@ async def _hammer(url: str, seconds: float, connections: int = 8) -> tuple[int, 
     return ok, bad
 
 
+THROUGHPUT_ROUNDS = 5
+
+
 def throughput(fleet: Fleet, envoy: Envoy, seconds: float, layout: str = "delta") -> dict:
     order = route_order(envoy)
     first, last = (
@@ -306,12 +311,16 @@ def throughput(fleet: Fleet, envoy: Envoy, seconds: float, layout: str = "delta"
     ids = [c.removeprefix("worker_") for c in (first, last)]
     for worker_id in ids:  # an on-demand Envoy fetches the cluster now, not in the count
         requests.get(f"{envoy.url}/worker/{worker_id}/t", timeout=30)
-    rps = {ids[0]: [], ids[1]: []}
-    for _round in range(2):  # alternate, so a load change on the box hits both alike
+    rps: dict[str, list[float]] = {ids[0]: [], ids[1]: []}
+    # Short rounds, alternating, and the median of the per-round ratios: the Python client
+    # is the bottleneck on this shared box, so a load change must hit both ids alike.
+    span = seconds / 2
+    for _round in range(THROUGHPUT_ROUNDS):
         for worker_id in ids:
-            ok, _bad = asyncio.run(_hammer(f"{envoy.url}/worker/{worker_id}/t", seconds))
-            rps[worker_id].append(ok / seconds)
-    first_rps, last_rps = (sum(rps[i]) / len(rps[i]) for i in ids)
+            ok, _bad = asyncio.run(_hammer(f"{envoy.url}/worker/{worker_id}/t", span))
+            rps[worker_id].append(ok / span)
+    first_rps, last_rps = (statistics.median(rps[i]) for i in ids)
+    ratios = [b / a for a, b in zip(rps[ids[0]], rps[ids[1]], strict=True)]
     return {
         "workers": fleet.workers,
         "layout": layout,
@@ -320,7 +329,8 @@ def throughput(fleet: Fleet, envoy: Envoy, seconds: float, layout: str = "delta"
         "ordered_routes": len(order),
         "first_rps": first_rps,
         "last_rps": last_rps,
-        "ratio": last_rps / first_rps,
+        "ratio": statistics.median(ratios),
+        "round_ratios": ratios,
     }
 
 
@@ -414,7 +424,7 @@ def bytes_on_demand(fleet: Fleet, subscribed: str = "pre5") -> dict:
         od.close()
 
 
-def put_latency(fleet: Fleet, count: int) -> dict:
+def put_latency(fleet: Fleet, count: int, layout: str = "delta") -> dict:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {TOKEN}"
     ms = []
@@ -425,7 +435,7 @@ def put_latency(fleet: Fleet, count: int) -> dict:
         )
         ms.append((time.perf_counter() - t0) * 1000)
         assert resp.status_code == 201, resp.text
-    return {"workers": fleet.workers, "put_ms": summary(ms)}
+    return {"workers": fleet.workers, "layout": layout, "put_ms": summary(ms)}
 
 
 def daemon_pushes(daemon: Daemon) -> float:
@@ -836,7 +846,14 @@ def run_large_on_demand(workdir: Path, profile: Profile, results: dict, deadline
     state-of-the-world stream for comparison makes the daemon build the full state)."""
     n = profile.large
     sections = profile.sections
-    if not sections & {"od-latency", "od-throughput", "od-bytes", "od-burst", "od-fanout"}:
+    if not sections & {
+        "od-latency",
+        "od-put",
+        "od-throughput",
+        "od-bytes",
+        "od-burst",
+        "od-fanout",
+    }:
         return
     fleet = Fleet(workdir / f"fleet-{n}-on-demand", n).start()
     log(f"on-demand: daemon with {n} workers up in {fleet.daemon_start_s:.1f} s")
@@ -863,6 +880,7 @@ def run_large_on_demand(workdir: Path, profile: Profile, results: dict, deadline
         }
         log(f"on-demand Envoy: {od['envoy']}")
         run("od-latency", latency, fleet, envoy, profile.registrations, "odlat", "on-demand")
+        run("od-put", put_latency, fleet, profile.puts, "on-demand")
         run("od-throughput", throughput, fleet, envoy, profile.throughput_s, "on-demand")
         run("od-burst", burst, fleet, envoy, profile.burst, profile.burst_window_s, "on-demand")
         run(
