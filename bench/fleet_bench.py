@@ -632,6 +632,39 @@ def _per_stream_ms(data: dict, sent: dict[str, float]) -> list[float]:
     return per_stream
 
 
+def _fanout_result(
+    fleet: Fleet,
+    layout: str,
+    simulated: int,
+    sent: dict[str, float],
+    sync_s: float,
+    envoy_ms: list[float],
+    data: dict,
+    synced: int,
+    stuck: str | None,
+    **extra: object,
+) -> dict:
+    per_stream = _per_stream_ms(data, sent)
+    return {
+        "workers": fleet.workers,
+        "layout": layout,
+        "streams": simulated + 1,
+        "simulated": simulated,
+        "envoys": 1,
+        "changes": len(sent),
+        "initial_sync_s": sync_s,
+        "change_ms": summary(per_stream + envoy_ms),
+        "envoy_ms": summary(envoy_ms),
+        **extra,
+        "responses": data["responses"],
+        "synced": synced,
+        "stuck": stuck,
+        "reconnects": data.get("reconnects", 0),
+        "stream_errors": data.get("errors", []),
+        "missing_samples": len(sent) * simulated - len(per_stream),
+    }
+
+
 def fanout(
     fleet: Fleet, envoy: Envoy, streams: int, changes: int, workdir: Path, deadline: float
 ) -> dict:
@@ -671,27 +704,20 @@ def fanout(
         data = helper.finish()
     finally:
         helper.stop()
-    per_stream = _per_stream_ms(data, sent)
-    return {
-        "workers": fleet.workers,
-        "layout": "delta",
-        "streams": simulated + 1,
-        "simulated": simulated,
-        "envoys": 1,
-        "changes": len(sent),
-        "initial_sync_s": sync_s,
-        "change_ms": summary(per_stream + envoy_ms),
-        "envoy_ms": summary(envoy_ms),
-        "daemon_rss_connected_mb": rss_connected[0],
-        "daemon_rss_mb": rss_after[0],
-        "daemon_peak_mb": rss_after[1],
-        "responses": data["responses"],
-        "synced": synced,
-        "stuck": stuck,
-        "reconnects": data.get("reconnects", 0),
-        "stream_errors": data.get("errors", []),
-        "missing_samples": len(sent) * simulated - len(per_stream),
-    }
+    return _fanout_result(
+        fleet,
+        "delta",
+        simulated,
+        sent,
+        sync_s,
+        envoy_ms,
+        data,
+        synced,
+        stuck,
+        daemon_rss_connected_mb=rss_connected[0],
+        daemon_rss_mb=rss_after[0],
+        daemon_peak_mb=rss_after[1],
+    )
 
 
 def fanout_on_demand(
@@ -751,29 +777,22 @@ def fanout_on_demand(
         data = helper.finish()
     finally:
         helper.stop()
-    per_stream = _per_stream_ms(data, sent)
-    return {
-        "workers": fleet.workers,
-        "layout": "on-demand",
-        "streams": simulated + 1,
-        "simulated": simulated,
-        "envoys": 1,
-        "changes": len(sent),
-        "initial_sync_s": sync_s,
-        "change_ms": summary(per_stream + envoy_ms),
-        "envoy_ms": summary(envoy_ms),
-        "envoy_answers": dict(answers),
-        "daemon_rss_before_mb": rss_before[0],
-        "daemon_rss_connected_mb": rss_connected[0],
-        "daemon_rss_mb": rss_after[0],
-        "daemon_peak_mb": rss_after[1],
-        "responses": data["responses"],
-        "synced": synced,
-        "stuck": stuck,
-        "reconnects": data.get("reconnects", 0),
-        "stream_errors": data.get("errors", []),
-        "missing_samples": len(sent) * simulated - len(per_stream),
-    }
+    return _fanout_result(
+        fleet,
+        "on-demand",
+        simulated,
+        sent,
+        sync_s,
+        envoy_ms,
+        data,
+        synced,
+        stuck,
+        envoy_answers=dict(answers),
+        daemon_rss_before_mb=rss_before[0],
+        daemon_rss_connected_mb=rss_connected[0],
+        daemon_rss_mb=rss_after[0],
+        daemon_peak_mb=rss_after[1],
+    )
 
 
 def attempt(results: dict, name: str, fn, *args) -> object | None:

@@ -249,6 +249,80 @@ def _answers(answers: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())) or "-"
 
 
+def _fanout_table(fan: dict) -> list[str]:
+    before = "daemon_rss_before_mb" in fan
+    rss = [fan.get("daemon_rss_before_mb")] if before else []
+    rss += [fan["daemon_rss_connected_mb"], fan["daemon_rss_mb"]]
+    return table(
+        [
+            "changes",
+            "samples",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "real Envoy p99 ms",
+            "initial sync of all streams s",
+            f"daemon RSS {'before / ' if before else ''}connected / after MB",
+            "peak MB",
+        ],
+        [
+            [
+                str(fan["changes"]),
+                str(fan["change_ms"]["n"]),
+                *(fmt(fan["change_ms"][k]) for k in ("p50", "p90", "p99", "max")),
+                fmt(fan["envoy_ms"]["p99"]),
+                fmt(fan["initial_sync_s"], "", 2),
+                " / ".join(fmt(v, "", 0) for v in rss),
+                fmt(fan["daemon_peak_mb"], "", 0),
+            ]
+        ],
+    )
+
+
+def _burst_table(burst: dict) -> list[str]:
+    return table(
+        [
+            "registrations",
+            "PUTs spread over s",
+            "routed",
+            "all routable after last PUT ms",
+            "Envoy CDS updates",
+            "Envoy RDS updates",
+            "daemon responses",
+            "sweeper answers",
+        ],
+        [
+            [
+                str(burst["count"]),
+                fmt(burst["put_span_s"], "", 2),
+                str(burst["routed"]),
+                fmt(burst["all_routable_after_last_put_ms"], "", 0),
+                str(burst["envoy_cds_updates"]),
+                str(burst["envoy_rds_updates"]),
+                str(burst["daemon_pushes"]),
+                _answers(burst["answers"]),
+            ]
+        ],
+    )
+
+
+def _throughput_table(thr: dict) -> list[str]:
+    """The medians, their ratio, and each alternating round's ratio."""
+    rounds = ", ".join(fmt(r * 100, " %", 0) for r in thr.get("round_ratios", []))
+    return table(
+        ["first rps", "last rps", "last / first (median of rounds)", "rounds"],
+        [
+            [
+                fmt(thr["first_rps"], "", 0),
+                fmt(thr["last_rps"], "", 0),
+                fmt(thr["ratio"] * 100, " %", 0),
+                rounds or "-",
+            ]
+        ],
+    )
+
+
 def _on_demand_details(results: dict) -> list[str]:
     """The on-demand layout's sections (results["on_demand"]) other than the latency rows."""
     od = results.get("on_demand", {})
@@ -345,36 +419,7 @@ def _on_demand_details(results: dict) -> list[str]:
                 if fan.get("reconnects")
                 else []
             ),
-            *table(
-                [
-                    "changes",
-                    "samples",
-                    "p50 ms",
-                    "p90 ms",
-                    "p99 ms",
-                    "max ms",
-                    "real Envoy p99 ms",
-                    "initial sync of all streams s",
-                    "daemon RSS before / connected / after MB",
-                    "peak MB",
-                ],
-                [
-                    [
-                        str(fan["changes"]),
-                        str(fan["change_ms"]["n"]),
-                        fmt(fan["change_ms"]["p50"]),
-                        fmt(fan["change_ms"]["p90"]),
-                        fmt(fan["change_ms"]["p99"]),
-                        fmt(fan["change_ms"]["max"]),
-                        fmt(fan["envoy_ms"]["p99"]),
-                        fmt(fan["initial_sync_s"], "", 2),
-                        f"{fmt(fan.get('daemon_rss_before_mb'), '', 0)} / "
-                        f"{fmt(fan['daemon_rss_connected_mb'], '', 0)} / "
-                        f"{fmt(fan['daemon_rss_mb'], '', 0)}",
-                        fmt(fan["daemon_peak_mb"], "", 0),
-                    ]
-                ],
-            ),
+            *_fanout_table(fan),
             "",
         ]
     burst = od.get("burst")
@@ -388,30 +433,7 @@ def _on_demand_details(results: dict) -> list[str]:
             "then gets 503). Each worker is routable once its first request has fetched its",
             "cluster; Envoy's CDS update counter counts those fetches.",
             "",
-            *table(
-                [
-                    "registrations",
-                    "PUTs spread over s",
-                    "routed",
-                    "all routable after last PUT ms",
-                    "Envoy CDS updates",
-                    "Envoy RDS updates",
-                    "daemon responses",
-                    "sweeper answers",
-                ],
-                [
-                    [
-                        str(burst["count"]),
-                        fmt(burst["put_span_s"], "", 2),
-                        str(burst["routed"]),
-                        fmt(burst["all_routable_after_last_put_ms"], "", 0),
-                        str(burst["envoy_cds_updates"]),
-                        str(burst["envoy_rds_updates"]),
-                        str(burst["daemon_pushes"]),
-                        _answers(burst["answers"]),
-                    ]
-                ],
-            ),
+            *_burst_table(burst),
             "",
         ]
     thr = od.get("throughput")
@@ -423,16 +445,7 @@ def _on_demand_details(results: dict) -> list[str]:
             "fetched by one request before counting; the fixed routes and the Lua specifier",
             "are the same work for any id). Client as for the delta layout.",
             "",
-            *table(
-                ["first rps", "last rps", "last / first"],
-                [
-                    [
-                        fmt(thr["first_rps"], "", 0),
-                        fmt(thr["last_rps"], "", 0),
-                        fmt(thr["ratio"] * 100, " %", 0),
-                    ]
-                ],
-            ),
+            *_throughput_table(thr),
             "",
         ]
     return out
@@ -549,35 +562,7 @@ def details(results: dict) -> list[str]:
                 if fan.get("reconnects")
                 else []
             ),
-            *table(
-                [
-                    "changes",
-                    "samples",
-                    "p50 ms",
-                    "p90 ms",
-                    "p99 ms",
-                    "max ms",
-                    "real Envoy p99 ms",
-                    "initial sync of all streams s",
-                    "daemon RSS connected / after MB",
-                    "peak MB",
-                ],
-                [
-                    [
-                        str(fan["changes"]),
-                        str(fan["change_ms"]["n"]),
-                        fmt(fan["change_ms"]["p50"]),
-                        fmt(fan["change_ms"]["p90"]),
-                        fmt(fan["change_ms"]["p99"]),
-                        fmt(fan["change_ms"]["max"]),
-                        fmt(fan["envoy_ms"]["p99"]),
-                        fmt(fan["initial_sync_s"]),
-                        f"{fmt(fan['daemon_rss_connected_mb'], '', 0)} / "
-                        f"{fmt(fan['daemon_rss_mb'], '', 0)}",
-                        fmt(fan["daemon_peak_mb"], "", 0),
-                    ]
-                ],
-            ),
+            *_fanout_table(fan),
             "",
         ]
     burst = results.get("burst")
@@ -593,30 +578,7 @@ def details(results: dict) -> list[str]:
             "update_success counters over the burst (one Envoy connected), and the daemon's",
             "dhxds_pushes_total.",
             "",
-            *table(
-                [
-                    "registrations",
-                    "PUTs spread over s",
-                    "routed",
-                    "all routable after last PUT ms",
-                    "Envoy CDS updates",
-                    "Envoy RDS updates",
-                    "daemon responses",
-                    "sweeper answers",
-                ],
-                [
-                    [
-                        str(burst["count"]),
-                        fmt(burst["put_span_s"], "", 2),
-                        str(burst["routed"]),
-                        fmt(burst["all_routable_after_last_put_ms"], "", 0),
-                        str(burst["envoy_cds_updates"]),
-                        str(burst["envoy_rds_updates"]),
-                        str(burst["daemon_pushes"]),
-                        _answers(burst["answers"]),
-                    ]
-                ],
-            ),
+            *_burst_table(burst),
             "",
         ]
     thr = results.get("throughput")
@@ -634,16 +596,7 @@ def details(results: dict) -> list[str]:
             "8 keep-alive connections from one Python (aiohttp) client, rounds alternated;",
             "the client is the limit when the route lookup is cheap, so the ratio is what counts.",
             "",
-            *table(
-                ["first rps", "last rps", "last / first"],
-                [
-                    [
-                        fmt(thr["first_rps"], "", 0),
-                        fmt(thr["last_rps"], "", 0),
-                        fmt(thr["ratio"] * 100, " %", 0),
-                    ]
-                ],
-            ),
+            *_throughput_table(thr),
             "",
         ]
     mem = results.get("envoy_memory")
