@@ -21,6 +21,12 @@ from dhxds.xds_types import FLAVOURS, SERVICES
 
 ROUTE_NAME = "rds_config"
 _stream_ids = itertools.count(1)
+
+
+def next_stream_id() -> int:
+    return next(_stream_ids)
+
+
 _peers = itertools.count(1)
 
 

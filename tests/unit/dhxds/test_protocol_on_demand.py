@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dhxds.model import Worker
 from dhxds.on_demand import no_worker_cluster
-from dhxds.protocol import ON_DEMAND_GRACE_S
+from dhxds.protocol import ON_DEMAND_GRACE_S, Request, Stream
+from protocol_model import next_stream_id
 from test_protocol import World, delta_ack, worker
 
 
@@ -94,27 +95,30 @@ def test_an_explicit_worker_comes_unasked_with_its_routes_after_its_cluster():
     assert world.h.core.pending_nodes("raw") == []
 
 
+def reconnect(world: World, envoy, sm, asked: str) -> list:
+    """The Envoy's CDS stream again, on a new connection (a restarted dhxds): it states what
+    it holds and re-subscribes what it asked for; what the new stream is sent."""
+    held = envoy.held[envoy.cds_type]
+    again = Stream(next_stream_id(), sm.stream.service, "peer-again", world.h.now, 0.0)
+    world.h.open(again)
+    req = Request(
+        envoy.cds_type,
+        node=("again", "front"),
+        subscribe=("*", asked),
+        initial_versions=tuple((name, res.digest) for name, res in held.items()),
+        on_demand=True,
+    )
+    world.h.request(again, req)
+    world.h.pump()
+    return world.h.outboxes[again.id]
+
+
 def test_a_reconnect_that_states_its_on_demand_clusters_gets_nothing():
     world = World("w1")
     envoy, sm = on_demand_envoy(world)
     envoy.ask("worker_w1")
     world.settle(envoy)
-    held = envoy.held[envoy.cds_type]
-    from dhxds.protocol import Request, Stream
-
-    again = Stream(97, sm.stream.service, "peer-4", 0.0, 0.0)
-    world.h.open(again)
-    initial = tuple((name, res.digest) for name, res in held.items())
-    req = Request(
-        envoy.cds_type,
-        node=("other", "front"),
-        subscribe=("*", "worker_w1"),
-        initial_versions=initial,
-        on_demand=True,
-    )
-    world.h.request(again, req)
-    world.h.pump()
-    assert world.h.outboxes[again.id] == []
+    assert reconnect(world, envoy, sm, "worker_w1") == []
 
 
 def test_a_reconnect_keeps_the_empty_clusters_it_holds():
@@ -126,18 +130,4 @@ def test_a_reconnect_keeps_the_empty_clusters_it_holds():
     world.settle(envoy)
     held = envoy.held[envoy.cds_type]
     assert held["worker_gone"].digest == no_worker_cluster("worker_gone").digest
-    from dhxds.protocol import Request, Stream
-
-    again = Stream(96, sm.stream.service, "peer-5", world.h.now, 0.0)
-    world.h.open(again)
-    initial = tuple((name, res.digest) for name, res in held.items())
-    req = Request(
-        envoy.cds_type,
-        node=("again", "front"),
-        subscribe=("*", "worker_gone"),
-        initial_versions=initial,
-        on_demand=True,
-    )
-    world.h.request(again, req)
-    world.h.pump()
-    assert world.h.outboxes[again.id] == []  # no removal while a grace runs
+    assert reconnect(world, envoy, sm, "worker_gone") == []  # no removal while a grace runs
