@@ -42,6 +42,9 @@ def test_envoys_use_ads_and_list_both_replicas(hosts):
     for envoy in ENVOYS:
         config = hosts[envoy].file("/etc/envoy/config.yaml").content_string
         assert "ads_config:" in config
+        on_demand = envoy == "ha-2"  # molecule.yml: ha-2 takes worker clusters on demand
+        assert ("envoy.filters.http.on_demand" in config) is on_demand
+        assert ("dhxds_on_demand: true" in config) is on_demand
         assert "UpstreamTlsContext" in config
         key = hosts[envoy].file("/etc/envoy/xds-tls/key.pem")
         assert (key.user, key.group, key.mode) == ("root", "envoy", 0o640)
