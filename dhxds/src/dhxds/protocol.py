@@ -111,6 +111,7 @@ class TypeState:
     # On demand (rule 8): names are subscribed one by one; when each unknown one was asked.
     named: bool = False
     missing_since: dict[str, float] = field(default_factory=dict)
+    no_worker: set[str] = field(default_factory=set)  # names answered by an empty cluster
 
     def on_request(self, req: Request) -> Event:
         if self.delta:
@@ -137,6 +138,7 @@ class TypeState:
         self.subscribed = (self.subscribed | set(req.subscribe)) - set(req.unsubscribe)
         for name in req.unsubscribe:
             self.missing_since.pop(name, None)
+            self.no_worker.discard(name)
             self.held.pop(name, None)
         if first:
             self.held = dict(req.initial_versions)
@@ -392,13 +394,15 @@ class XdsCore:
             found = every.get(name)
             if found is not None:
                 ts.missing_since.pop(name, None)
+                ts.no_worker.discard(name)
                 named[name] = found
                 continue
             since = ts.missing_since.setdefault(name, now)
             # Held: sent, applied, or stated on a reconnect (initial_resource_versions).
             held = name in ts.sent or name in (ts.acked or {}) or name in ts.held
             if held or now >= since + self.on_demand_grace:
-                if held or len(ts.missing_since) <= MAX_NO_WORKER_CLUSTERS:
+                if held or name in ts.no_worker or len(ts.no_worker) < MAX_NO_WORKER_CLUSTERS:
+                    ts.no_worker.add(name)
                     named[name] = no_worker_cluster(name)
             else:
                 end = since + self.on_demand_grace

@@ -4,7 +4,7 @@ cases run through real Envoy in tests/integration/dhxds/test_dhxds_on_demand.py.
 from __future__ import annotations
 
 from dhxds.model import Worker
-from dhxds.on_demand import no_worker_cluster
+from dhxds.on_demand import MAX_NO_WORKER_CLUSTERS, no_worker_cluster
 from dhxds.protocol import ON_DEMAND_GRACE_S, Request, Stream
 from protocol_model import next_stream_id
 from test_protocol import World, delta_ack, worker
@@ -131,3 +131,19 @@ def test_a_reconnect_keeps_the_empty_clusters_it_holds():
     held = envoy.held[envoy.cds_type]
     assert held["worker_gone"].digest == no_worker_cluster("worker_gone").digest
     assert reconnect(world, envoy, sm, "worker_gone") == []  # no removal while a grace runs
+
+
+def test_empty_clusters_for_names_that_never_had_a_worker_are_capped_per_stream():
+    """Scanners asking for ever new ids get at most MAX_NO_WORKER_CLUSTERS empty clusters on
+    one stream; a name with a worker is still answered beyond that."""
+    world = World("w1")
+    envoy, _sm = on_demand_envoy(world)
+    for i in range(MAX_NO_WORKER_CLUSTERS + 5):
+        envoy.ask(f"worker_junk{i}")
+    envoy.ask("worker_w1")
+    world.h.pump()
+    world.h.tick(ON_DEMAND_GRACE_S + 0.1)
+    world.settle(envoy)
+    held = set(envoy.held[envoy.cds_type])
+    assert "worker_w1" in held
+    assert len({name for name in held if name.startswith("worker_junk")}) == MAX_NO_WORKER_CLUSTERS
