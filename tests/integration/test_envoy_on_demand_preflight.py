@@ -2,7 +2,7 @@
 role's preflight, naming what is missing, before anything on the host changes."""
 
 import pytest
-from test_envoy_package_pin import preflight
+from dhops_testkit.ansible_run import envoy_preflight as preflight
 
 ON_DEMAND = {"envoy_xds_on_demand": True, "envoy_version": "1.40.0"}
 

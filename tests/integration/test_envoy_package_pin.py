@@ -3,53 +3,8 @@ the pin each platform gets, and the clear preflight failures when it cannot be w
 the role's preflight on the controller with the platform's facts given (no package repository
 is reachable here)."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
-
-PLAYBOOK = """
-- name: The envoy role's preflight for the package method
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  tasks:
-    - name: Preflight
-      ansible.builtin.include_role:
-        name: dhops.envoy.envoy
-        tasks_from: preflight
-        public: true
-    - name: Show the pin
-      ansible.builtin.debug:
-        msg: "pin={{ _envoy_package_pin }}"
-"""
-
-
-def preflight(tmp_path: pathlib.Path, os_family: str, **variables) -> tuple[int, str]:
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(PLAYBOOK)
-    extra = {
-        "ansible_facts": {"os_family": os_family, "distribution_major_version": "9"},
-        "envoy_install_method": "package",
-        "envoy_xds_hosts": ["127.0.0.1"],
-        "envoy_tls_enabled": False,
-        **variables,
-    }
-    done = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra)],
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        },
-        check=False,
-    )
-    return done.returncode, done.stdout + done.stderr
+from dhops_testkit.ansible_run import envoy_preflight as preflight
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,11 @@ from .api import Api, Tokens
 from .backends import open_state
 from .config import Config, check_files, split_listen, xds_tls_files
 from .grpc_server import XdsServer, start_grpc
+from .host_names import HostNames
 from .metrics import Metrics
 from .protocol import XdsCore
 from .registry import Registry, Unavailable
-from .resolver import HostNames, Resolver
+from .resolver import Resolver
 from .resources import RegistryState
 from .snapshot import Snapshot, new_encoders
 from .xds_types import V3

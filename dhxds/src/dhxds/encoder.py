@@ -22,6 +22,7 @@ from .encoded import (
     hash64,
     version_from_sum,
 )
+from .host_names import HostNames
 from .model import WEB_API_CLUSTER, Upstream, Worker, cluster_name
 from .on_demand import is_explicit, on_demand_routes
 from .resources import VIRTUAL_HOST, RegistryState, is_ip, worker_stat_name
@@ -164,7 +165,7 @@ class Encoder:
         self._objects: dict[int, Worker] = {}  # id(worker) -> worker, of that state
         self._workers: dict[str, Worker] = {}  # every worker of that state, by id
         self._addresses: dict[str, tuple[str, ...]] = {}
-        self._named: dict[str, set[str]] = {}  # host name -> ids of workers using it
+        self._hosts = HostNames()  # host name -> ids of the workers using it
         self._web_api: tuple[Upstream, Encoded] | None = None
         # Routable workers: their entries, and per-worker bytes aligned with the sorted ids.
         self._entries: dict[str, _Entry] = {}
@@ -204,15 +205,13 @@ class Encoder:
         for worker in gone:
             if self._workers.get(worker.id) is worker:
                 del self._workers[worker.id]
-                self._unname(worker)
         for worker in new:
             self._workers[worker.id] = worker
-            if not is_ip(worker.host):
-                self._named.setdefault(worker.host, set()).add(worker.id)
+        self._hosts.of(state)
         addresses = dict(state.addresses)
         changed_names = {n for n, _hosts in set(addresses.items()) ^ set(self._addresses.items())}
         for name in changed_names:
-            touched |= self._named.get(name, set())
+            touched |= self._hosts.users(name)
         self._addresses = addresses
         self._objects = current
         self._state = state
@@ -225,22 +224,13 @@ class Encoder:
             old = self._workers.pop(worker_id, None)
             if old is not None:
                 self._objects.pop(id(old), None)
-                self._unname(old)
             if worker is not None:
                 self._workers[worker_id] = worker
                 self._objects[id(worker)] = worker
-                if not is_ip(worker.host):
-                    self._named.setdefault(worker.host, set()).add(worker_id)
+        self._hosts.of(state)
         self._state = state
         for worker_id in changed:
             self._update(worker_id)
-
-    def _unname(self, worker: Worker) -> None:
-        users = self._named.get(worker.host)
-        if users is not None:
-            users.discard(worker.id)
-            if not users:
-                del self._named[worker.host]
 
     def _update(self, worker_id: str) -> None:
         worker = self._workers.get(worker_id)

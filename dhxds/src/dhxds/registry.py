@@ -897,7 +897,7 @@ class Registry:
             return last  # nothing changed: the same state (and token) again
         merged = self.workers()
         ordered = tuple(map(merged.__getitem__, self._order.update(merged.keys())))
-        if last is not None and self._changed is not None and last.web_api == self.web_api:
+        if last is not None and self._changed is not None:  # a new web_api_service resets it
             state = RegistryState(
                 ordered,
                 self.web_api,

@@ -144,3 +144,46 @@ def ansible_template(tmp_path: Path, src: Path, dest: Path, variables: dict) -> 
         cmd, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120, check=False
     )
     return Outcome(proc)
+
+
+_ENVOY_PREFLIGHT = """
+- name: The envoy role's preflight
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Preflight
+      ansible.builtin.include_role:
+        name: dhops.envoy.envoy
+        tasks_from: preflight
+        public: true
+    - name: Show the pin
+      ansible.builtin.debug:
+        msg: "pin={{ _envoy_package_pin }}"
+"""
+
+
+def envoy_preflight(tmp_path: Path, os_family: str, **variables) -> tuple[int, str]:
+    """The envoy role's preflight on the controller, with the platform's facts given; its
+    exit code and output (it prints the package pin it chose)."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(_ENVOY_PREFLIGHT)
+    extra = {
+        "ansible_facts": {"os_family": os_family, "distribution_major_version": "9"},
+        "envoy_install_method": "package",
+        "envoy_xds_hosts": ["127.0.0.1"],
+        "envoy_tls_enabled": False,
+        **variables,
+    }
+    done = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", json.dumps(extra)],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        },
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
