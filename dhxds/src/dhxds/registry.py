@@ -612,10 +612,13 @@ class SqliteBackend(RegistryBackend):
                     cursor = batch[-1].revision
                     yield batch
                     continue
+                # asyncio.wait, not wait_for: Python 3.11's wait_for can swallow a cancel that
+                # lands as the event fires, and the watch (and whoever awaits it) never ends.
+                waiter = asyncio.ensure_future(wake.wait())
                 try:
-                    await asyncio.wait_for(wake.wait(), self.POLL_S)
-                except TimeoutError:
-                    pass
+                    await asyncio.wait({waiter}, timeout=self.POLL_S)
+                finally:
+                    waiter.cancel()
         finally:
             self._wakers.discard(wake)
 
